@@ -1,0 +1,1182 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Safe unpacking of OCI / Docker image layers.
+
+PRIVATE to the collection: it can have breaking changes at any time. Standard library
+only (the CLI and the modules on the targets both import it); `zstandard` is used when it
+is installed, otherwise the `zstd` command.
+
+One layer blob (a tar, plain or gzip/xz/zstd compressed) is read once, in one pass:
+
+    blob file -> sha256 + size (the descriptor's digest)        } helper thread:
+              -> decompress -> sha256 (the config's diff_id)    } hashlib and the
+              -> tar headers parsed here -> files written       } codecs drop the GIL
+
+`apply_layer()` writes the entries onto a root directory in one of two modes:
+
+* ``layer`` (a fresh, private directory per layer, served later as an overlayfs
+  lowerdir): a whiteout ``.wh.NAME`` becomes a 0:0 character device ``NAME``; an opaque
+  marker ``.wh..wh..opq`` becomes the xattr ``trusted.overlay.opaque=y`` on its directory.
+* ``flatten`` (layers applied in order onto one tree, for hosts without overlayfs):
+  whiteouts delete lower content, an opaque marker clears the lower children of its
+  directory. Paths written by the same layer are never deleted by its own whiteouts, so
+  the result does not depend on the order of entries in the tar (image-spec layer.md).
+
+Every path is resolved inside the root, lexically, and no symlink is ever followed
+(runtimes.md 5.4): names with ``..`` are refused, absolute names are re-rooted, an entry
+under a symlink or file written by the same layer is refused, a non-directory of a lower
+layer in the middle of a path is replaced by a directory (what overlayfs shows), hardlink
+targets and whiteouts are resolved the same way, and a root entry ``./`` that is not a
+directory is refused. Owners are set before modes (setuid bits survive), ``l*``/fd
+variants only.
+
+`apply_layer_dir()` applies an unpacked layer directory (as written in ``layer`` mode)
+onto a tree: the flatten of layers already in the store.
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import errno
+import hashlib
+import os
+import shutil
+import stat
+import subprocess
+import threading
+
+try:
+    import queue
+except ImportError:  # pragma: no cover - Python 2 is not supported, keeps sanity happy
+    import Queue as queue  # noqa: N813
+
+CHUNK = 1 << 20             # bytes read from a blob at a time
+QUEUE_DEPTH = 8             # decompressed chunks in flight between the threads
+WHITEOUT_PREFIX = ".wh."
+OPAQUE_MARKER = ".wh..wh..opq"
+OPAQUE_XATTR = "trusted.overlay.opaque"
+# xattrs an image must never set itself: they would change how overlayfs reads the layer.
+FORBIDDEN_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.")
+
+MAGIC_GZIP = b"\x1f\x8b"
+MAGIC_XZ = b"\xfd7zXZ\x00"
+MAGIC_ZSTD = b"\x28\xb5\x2f\xfd"
+MAGIC_BZIP2 = b"BZh"
+
+
+class ImageError(Exception):
+    """Base of every error raised by the image code. `str()` is a complete message."""
+
+    def __init__(self, msg, path=None):
+        super(ImageError, self).__init__(msg)
+        self.msg = msg
+        self.path = path
+
+
+class ImageInputError(ImageError):
+    """The input is bad (source, format, blob, layer content): nothing was changed."""
+
+
+class LayerVerifyError(ImageInputError):
+    """A blob does not match its descriptor (digest, size) or the config's diff_id."""
+
+
+class UnsafeLayerError(ImageInputError):
+    """A layer tries to write outside its root or holds an invalid entry."""
+
+
+# --------------------------------------------------------------------------- reading
+
+def split_digest(digest):
+    """'sha256:abc..' -> ('sha256', 'abc..'); raises ImageInputError on a malformed one."""
+    if not isinstance(digest, str) or ":" not in digest:
+        raise ImageInputError("malformed digest %r (expected 'sha256:<hex>')" % (digest,))
+    algo, _sep, hexpart = digest.partition(":")
+    sizes = {"sha256": 64, "sha512": 128}
+    if algo not in sizes:
+        raise ImageInputError("unsupported digest algorithm in %r (sha256 or sha512)" % digest)
+    if len(hexpart) != sizes[algo] or hexpart.strip("0123456789abcdef"):
+        raise ImageInputError("malformed digest %r" % digest)
+    return algo, hexpart
+
+
+def sniff_compression(head):
+    """Name of the compression of a blob from its first bytes: gzip, xz, zstd or None."""
+    if head.startswith(MAGIC_GZIP):
+        return "gzip"
+    if head.startswith(MAGIC_XZ):
+        return "xz"
+    if head.startswith(MAGIC_ZSTD):
+        return "zstd"
+    if head.startswith(MAGIC_BZIP2):
+        return "bzip2"
+    return None
+
+
+class _HashingReader(object):
+    """A read()-only file over `f` that hashes and counts every byte handed out."""
+
+    def __init__(self, f, algo="sha256", limit=None, name="blob"):
+        self._f = f
+        self.hash = hashlib.new(algo)
+        self.count = 0
+        self._head = b""
+        self._limit = limit
+        self._name = name
+
+    def peek(self, n):
+        if not self._head:
+            self._head = self._f.read(n)
+        return self._head
+
+    def read(self, n=-1):
+        if self._head:
+            if n is None or n < 0 or n >= len(self._head):
+                data, self._head = self._head, b""
+            else:
+                data, self._head = self._head[:n], self._head[n:]
+        else:
+            data = self._f.read(CHUNK if n is None or n < 0 else n)
+        if data:
+            self.hash.update(data)
+            self.count += len(data)
+            if self._limit is not None and self.count > self._limit:
+                raise LayerVerifyError("%s: blob is larger than the %d bytes its descriptor "
+                                       "declares" % (self._name, self._limit))
+        return data
+
+    def readable(self):
+        return True
+
+
+def _zstd_reader(raw):
+    """A decompressing reader for zstd: zstandard, Python 3.14's compression.zstd, or
+    the `zstd` command (fed by a pump thread). Returns (reader, cleanup)."""
+    try:
+        import zstandard
+        dctx = zstandard.ZstdDecompressor()
+        return dctx.stream_reader(raw, read_size=CHUNK, read_across_frames=True), None
+    except ImportError:
+        pass
+    try:
+        from compression import zstd as _std_zstd  # Python >= 3.14
+        return _std_zstd.ZstdFile(raw), None
+    except ImportError:
+        pass
+    return _zstd_command_reader(raw)
+
+
+def _zstd_command_reader(raw, command="zstd"):
+    cmd = shutil.which(command)
+    if not cmd:
+        raise ImageError("this blob is zstd-compressed, and neither the Python module "
+                         "'zstandard' nor the 'zstd' command is installed; install one")
+    proc = subprocess.Popen([cmd, "-d", "-c", "-q"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    failure = []
+
+    def pump():
+        try:
+            while True:
+                data = raw.read(CHUNK)
+                if not data:
+                    break
+                proc.stdin.write(data)
+        except BrokenPipeError:
+            pass
+        except Exception as exc:  # handed to the reading side
+            failure.append(exc)
+        finally:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=pump, name="zstd-pump")
+    thread.daemon = True
+    thread.start()
+
+    class _Reader(object):
+        def read(self, n=-1):
+            data = proc.stdout.read(CHUNK if n is None or n < 0 else n)
+            if not data:
+                thread.join()
+                if failure:
+                    raise failure[0]
+                rc = proc.wait()
+                if rc != 0:
+                    raise ImageInputError("zstd -d failed (rc=%d): %s" % (
+                        rc, proc.stderr.read().decode("utf-8", "replace").strip()))
+            return data
+
+    def cleanup():
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        thread.join()
+        for f in (proc.stdout, proc.stderr):
+            f.close()
+    return _Reader(), cleanup
+
+
+def _decompressor(kind, raw, name):
+    """(reader, cleanup) decompressing `raw` (which the caller hashes)."""
+    if kind is None:
+        return raw, None
+    if kind == "gzip":
+        import gzip
+        return gzip.GzipFile(fileobj=raw, mode="rb"), None
+    if kind == "xz":
+        import lzma
+        return lzma.LZMAFile(raw), None
+    if kind == "bzip2":
+        import bz2
+        return bz2.BZ2File(raw), None
+    if kind == "zstd":
+        return _zstd_reader(raw)
+    raise ImageInputError("%s: unsupported compression %r" % (name, kind))
+
+
+class BlobStream(object):
+    """Decompresses and hashes a blob in a helper thread; iterate to get the tar stream.
+
+    After the iteration, `digest`, `size`, `diff_id` and `compression` are set. The
+    producer thread reads the blob to its very end (trailing bytes included), so the
+    digest covers every byte. Use as a context manager: leaving it early stops the thread.
+    """
+
+    def __init__(self, fileobj, name="blob", algo="sha256", expected_size=None,
+                 progress=None, compression=None):
+        self.name = name
+        self._raw = _HashingReader(fileobj, algo, limit=expected_size, name=name)
+        self._algo = algo
+        self._progress = progress
+        self._queue = queue.Queue(QUEUE_DEPTH)
+        self._stop = False
+        self._forced = compression
+        self.digest = self.size = self.diff_id = self.compression = None
+        self._thread = None
+
+    def __enter__(self):
+        self._thread = threading.Thread(target=self._produce, name="blob-reader")
+        self._thread.daemon = True
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def close(self):
+        self._stop = True
+        if self._thread is not None:
+            while self._thread.is_alive():
+                try:
+                    self._queue.get(timeout=0.05)
+                except queue.Empty:
+                    pass
+            self._thread.join()
+            self._thread = None
+
+    def _put(self, item):
+        while not self._stop:
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _produce(self):
+        cleanup = None
+        try:
+            raw = self._raw
+            kind = self._forced if self._forced else sniff_compression(raw.peek(8))
+            self.compression = kind
+            reader, cleanup = _decompressor(kind, raw, self.name)
+            diff = hashlib.new(self._algo) if kind else None
+            last = 0
+            while not self._stop:
+                try:
+                    data = reader.read(CHUNK)
+                except ImageError:
+                    raise
+                except (OSError, EOFError, ValueError) as exc:
+                    raise ImageInputError("%s: cannot decompress (%s): %s" % (
+                        self.name, kind, exc))
+                if not data:
+                    break
+                if diff is not None:
+                    diff.update(data)
+                self._put((data, raw.count - last))
+                last = raw.count
+            if self._stop:
+                return
+            while raw.read(CHUNK):  # trailing bytes after the compressed stream
+                pass
+            self.size = raw.count
+            self.digest = "%s:%s" % (self._algo, raw.hash.hexdigest())
+            self.diff_id = ("%s:%s" % (self._algo, diff.hexdigest())) if diff else self.digest
+            self._put((None, raw.count - last))
+        except BaseException as exc:  # handed to the consumer, re-raised there
+            self._put(exc)
+        finally:
+            if cleanup is not None:
+                cleanup()
+
+    def __iter__(self):
+        while True:
+            item = self._queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            data, nraw = item
+            if self._progress is not None and nraw:
+                self._progress(nraw)
+            if data is None:
+                return
+            yield data
+
+
+# --------------------------------------------------------------------------- tar parsing
+
+REGULAR, HARDLINK, SYMLINK, CHARDEV, BLOCKDEV, DIRECTORY, FIFO = "0", "1", "2", "3", "4", "5", "6"
+
+
+class TarEntry(object):
+    __slots__ = ("name", "type", "size", "mode", "uid", "gid", "mtime_ns", "linkname",
+                 "devmajor", "devminor", "xattrs")
+
+    def __repr__(self):
+        return "TarEntry(%r, type=%r)" % (self.name, self.type)
+
+
+def _num(field):
+    """A tar numeric field: octal text, or GNU base-256 when the high bit is set."""
+    if field and field[0] & 0x80:
+        value = int.from_bytes(field[1:], "big")
+        if field[0] == 0xff:  # negative base-256
+            value -= 1 << (8 * (len(field) - 1))
+        return value
+    text = field.split(b"\0", 1)[0].strip()
+    return int(text, 8) if text else 0
+
+
+def _text(field):
+    return field.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+
+
+def _pax_records(data, where):
+    records = {}
+    pos = 0
+    while pos < len(data):
+        space = data.find(b" ", pos)
+        if space < 0:
+            break
+        try:
+            length = int(data[pos:space])
+        except ValueError:
+            raise ImageInputError("%s: malformed pax header" % where)
+        if length <= 0:
+            raise ImageInputError("%s: malformed pax header" % where)
+        record = data[space + 1:pos + length]
+        pos += length
+        key, eq, value = record.partition(b"=")
+        if not eq:
+            raise ImageInputError("%s: malformed pax record %r" % (where, record[:40]))
+        if value.endswith(b"\n"):
+            value = value[:-1]
+        records[key.decode("utf-8", "surrogateescape")] = value
+    return records
+
+
+def _pax_time_ns(value):
+    text = value.decode("ascii", "replace")
+    sign = -1 if text.startswith("-") else 1
+    whole, _dot, frac = text.lstrip("-").partition(".")
+    frac = (frac + "000000000")[:9]
+    return sign * (int(whole or 0) * 1000000000 + int(frac or 0))
+
+
+class TarReader(object):
+    """Iterates the entries of a tar stream given as an iterable of byte chunks.
+
+    Handles ustar, GNU long names (L/K), and pax headers (x/g) with SCHILY.xattr.* and
+    LIBARCHIVE.xattr.*. The data of a regular entry must be consumed with `copy_to()`
+    or is skipped automatically before the next header.
+    """
+
+    def __init__(self, chunks, name="layer"):
+        self._it = iter(chunks)
+        self._buf = b""
+        self._off = 0
+        self._pending = 0      # data + padding left of the current entry
+        self.name = name
+        self.offset = 0        # position in the tar stream, for messages
+
+    def _fill(self):
+        for data in self._it:
+            if data:
+                if self._off < len(self._buf):
+                    self._buf = self._buf[self._off:] + data
+                else:
+                    self._buf = data
+                self._off = 0
+                return True
+        return False
+
+    def _read_exact(self, n):
+        while len(self._buf) - self._off < n:
+            if not self._fill():
+                raise ImageInputError("%s: truncated tar stream at byte %d" % (
+                    self.name, self.offset))
+        start = self._off
+        self._off += n
+        self.offset += n
+        return self._buf[start:self._off]
+
+    def _skip(self, n):
+        while n > 0:
+            avail = len(self._buf) - self._off
+            if avail <= 0:
+                if not self._fill():
+                    raise ImageInputError("%s: truncated tar stream at byte %d" % (
+                        self.name, self.offset))
+                continue
+            step = min(avail, n)
+            self._off += step
+            self.offset += step
+            n -= step
+
+    def copy_to(self, fd, size):
+        """Write the next `size` data bytes of the current entry to file descriptor fd."""
+        write = os.write
+        while size > 0:
+            avail = len(self._buf) - self._off
+            if avail <= 0:
+                if not self._fill():
+                    raise ImageInputError("%s: truncated tar stream at byte %d" % (
+                        self.name, self.offset))
+                continue
+            step = min(avail, size)
+            view = memoryview(self._buf)[self._off:self._off + step]
+            while view:
+                done = write(fd, view)
+                view = view[done:]
+            self._off += step
+            self.offset += step
+            size -= step
+            self._pending -= step
+
+    def drain(self):
+        """Consume what is left of the stream (the hashes need every byte)."""
+        self._buf = b""
+        self._off = 0
+        for _data in self._it:
+            pass
+
+    def __iter__(self):
+        global_pax = {}
+        while True:
+            if self._pending:
+                self._skip(self._pending)
+                self._pending = 0
+            try:
+                header = self._read_exact(512)
+            except ImageInputError:
+                if self.offset == 0 and len(self._buf) == 0:
+                    return  # an empty blob: an empty layer
+                raise
+            if header.count(0) == 512:
+                return  # end-of-archive marker
+            try:
+                entry = self._parse(header, global_pax)
+            except ValueError as exc:
+                raise ImageInputError("%s: malformed tar header near byte %d: %s" % (
+                    self.name, self.offset, exc))
+            if entry is not None:
+                yield entry
+
+    def _check(self, header, at):
+        try:
+            stored = _num(header[148:156])
+        except ValueError:
+            stored = -1
+        unsigned = sum(header[:148]) + 256 + sum(header[156:])
+        if stored != unsigned:
+            signed = unsigned - 2 * sum(b for b in header if b > 127)
+            if stored != signed:
+                raise ImageInputError("%s: bad tar header checksum at byte %d (not a tar "
+                                      "archive, or corrupt)" % (self.name, at))
+
+    def _parse(self, header, global_pax):
+        at = self.offset - 512
+        self._check(header, at)
+        pax = dict(global_pax)
+        long_name = long_link = None
+        while True:
+            typeflag = chr(header[156]) if header[156] else REGULAR
+            size = _num(header[124:136])
+            if typeflag in ("x", "g", "L", "K"):
+                data = self._read_exact(size)
+                self._skip(-size % 512)
+                if typeflag == "x":
+                    pax.update(_pax_records(data, "%s byte %d" % (self.name, at)))
+                elif typeflag == "g":
+                    global_pax.update(_pax_records(data, "%s byte %d" % (self.name, at)))
+                    pax.update(global_pax)
+                elif typeflag == "L":
+                    long_name = data.split(b"\0", 1)[0]
+                else:
+                    long_link = data.split(b"\0", 1)[0]
+                header = self._read_exact(512)
+                if header.count(0) == 512:
+                    raise ImageInputError("%s: tar stream ends after an extended header "
+                                          "at byte %d" % (self.name, at))
+                self._check(header, self.offset - 512)
+                continue
+            break
+        magic = header[257:263]
+        name = header[0:100].split(b"\0", 1)[0]
+        if magic == b"ustar\x00":  # POSIX ustar: the prefix field extends the name
+            prefix = header[345:500].split(b"\0", 1)[0]
+            if prefix:
+                name = prefix + b"/" + name
+        if long_name is not None:
+            name = long_name
+        link = long_link if long_link is not None else header[157:257].split(b"\0", 1)[0]
+        e = TarEntry()
+        e.name = pax["path"].decode("utf-8", "surrogateescape") if "path" in pax else \
+            name.decode("utf-8", "surrogateescape")
+        e.linkname = pax["linkpath"].decode("utf-8", "surrogateescape") if "linkpath" in pax \
+            else link.decode("utf-8", "surrogateescape")
+        e.size = int(pax["size"]) if "size" in pax else size
+        e.mode = _num(header[100:108]) & 0o7777
+        e.uid = int(pax["uid"]) if "uid" in pax else _num(header[108:116])
+        e.gid = int(pax["gid"]) if "gid" in pax else _num(header[116:124])
+        e.mtime_ns = _pax_time_ns(pax["mtime"]) if "mtime" in pax else \
+            _num(header[136:148]) * 1000000000
+        e.devmajor = _num(header[329:337]) if typeflag in (CHARDEV, BLOCKDEV) else 0
+        e.devminor = _num(header[337:345]) if typeflag in (CHARDEV, BLOCKDEV) else 0
+        e.xattrs = None
+        for key, value in pax.items():
+            if key.startswith("SCHILY.xattr."):
+                e.xattrs = e.xattrs or {}
+                e.xattrs[key[13:]] = value
+            elif key.startswith("LIBARCHIVE.xattr."):
+                import base64
+                from urllib.parse import unquote
+                e.xattrs = e.xattrs or {}
+                e.xattrs[unquote(key[17:])] = base64.b64decode(value + b"===")
+            elif key.startswith("GNU.sparse."):
+                raise UnsafeLayerError("%s: %r is a sparse file (pax GNU.sparse); sparse "
+                                       "layer entries are not supported" % (self.name, e.name))
+        if typeflag in ("0", "7"):
+            typeflag = REGULAR
+            if e.name.endswith("/"):
+                typeflag = DIRECTORY   # old tars mark directories by a trailing slash
+        elif typeflag == "D":          # GNU dumpdir: a directory with a listing as data
+            typeflag = DIRECTORY
+        elif typeflag == "S":
+            raise UnsafeLayerError("%s: %r is a GNU sparse file; sparse layer entries are "
+                                   "not supported" % (self.name, e.name))
+        elif typeflag not in (HARDLINK, SYMLINK, CHARDEV, BLOCKDEV, DIRECTORY, FIFO):
+            # V (volume label), M (multi-volume), unknown: nothing to write.
+            self._pending = e.size + (-e.size % 512)
+            return None
+        e.type = typeflag
+        has_data = typeflag == REGULAR or chr(header[156]) == "D"
+        self._pending = (e.size + (-e.size % 512)) if has_data else 0
+        if not has_data:
+            e.size = 0
+        return e
+
+
+# --------------------------------------------------------------------------- paths
+
+def clean_name(name, what, layer):
+    """Lexically clean a tar name into a relative path inside the layer ('' = the root).
+
+    Absolute names are re-rooted (as GNU tar does); any '..' component is refused.
+    """
+    parts = []
+    for part in name.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            raise UnsafeLayerError("%s: %s %r has a '..' component; refusing a path that "
+                                   "could leave the layer" % (layer, what, name))
+        parts.append(part)
+    return "/".join(parts)
+
+
+def _join(root, rel):
+    return root + "/" + rel if rel else root
+
+
+def _rootless_default():
+    """True when chown to arbitrary ids and mknod of devices will fail (user namespace
+    without a full map, or not root at all)."""
+    if os.geteuid() != 0:
+        return True
+    try:
+        with open("/proc/self/uid_map") as f:
+            lines = f.read().split()
+        return lines[:3] != ["0", "0", "4294967295"]
+    except OSError:
+        return False
+
+
+def _remove_path(path, st=None):
+    st = st or os.lstat(path)
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
+
+
+# --------------------------------------------------------------------------- applying
+
+class LayerApplier(object):
+    """Writes the entries of layers onto `root` (an existing directory).
+
+    `flatten=False`: overlay lowerdir representation (whiteout devices, opaque xattr).
+    `flatten=True`: layers applied in order onto one tree.
+    `warnings` is a list that receives one line per thing skipped (devices when rootless,
+    forbidden xattrs).
+    """
+
+    def __init__(self, root, flatten=False, rootless=None, warnings=None):
+        self.root = os.path.abspath(root)
+        self.flatten = flatten
+        self.rootless = _rootless_default() if rootless is None else rootless
+        self.warnings = warnings if warnings is not None else []
+        self._warned = set()
+
+    # -- per-layer state
+    def _begin(self, layer):
+        self.layer = layer
+        self.upper = set([""])       # paths written (or passed through) by this layer
+        self.dirs_ok = set([""])     # paths known to be real directories, this layer
+        self.whiteouts = set()       # layer mode: whiteout devices made by this layer
+        self.dir_attrs = {}          # path -> (mode, mtime_ns): set once the layer is done
+        self.restore_times = {}      # flatten: lower dirs whose mtime must survive
+        if self.flatten:
+            st = os.lstat(self.root)
+            self.restore_times[""] = (st.st_atime_ns, st.st_mtime_ns)
+
+    def _finish(self):
+        for rel, times in self.restore_times.items():
+            if rel in self.dir_attrs:
+                continue
+            path = _join(self.root, rel)
+            try:
+                if stat.S_ISDIR(os.lstat(path).st_mode):
+                    os.utime(path, ns=times, follow_symlinks=False)
+            except FileNotFoundError:
+                pass
+        # Modes and times of directories last: writing a child changes the parent's mtime,
+        # and a read-only directory must stay writable until its children are in.
+        for rel, (mode, mtime_ns) in self.dir_attrs.items():
+            path = _join(self.root, rel)
+            try:
+                if not stat.S_ISDIR(os.lstat(path).st_mode):
+                    continue
+            except FileNotFoundError:
+                continue
+            os.chmod(path, mode)
+            os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
+
+    def warn(self, msg, key=None):
+        key = key or msg
+        if key not in self._warned:
+            self._warned.add(key)
+            self.warnings.append(msg)
+
+    def apply(self, entries, layer="layer"):
+        """Apply TarEntry objects from a TarReader (which must be `entries`)."""
+        self._begin(layer)
+        for entry in entries:
+            self._entry(entry, entries)
+        self._finish()
+
+    # -- entries
+    def _entry(self, e, reader):
+        name = clean_name(e.name, "entry", self.layer)
+        if name == "":
+            if e.type != DIRECTORY:
+                raise UnsafeLayerError("%s: the root entry %r is not a directory (type %s); "
+                                       "refusing it (CVE-2021-29136)" % (self.layer, e.name,
+                                                                          _TYPE_NAMES[e.type]))
+            self._attrs_dir("", e)
+            return
+        parent, _sep, base = name.rpartition("/")
+        if base.startswith(WHITEOUT_PREFIX):
+            self._whiteout(parent, base, e)
+            return
+        self._ensure_dir(parent, e.name)
+        handler = _HANDLERS[e.type]
+        handler(self, name, e, reader)
+        self.upper.add(name)
+
+    def _ensure_dir(self, rel, entry_name):
+        """Make sure `rel` is a real directory, never following a symlink."""
+        if rel in self.dirs_ok:
+            return
+        parent = rel.rpartition("/")[0]
+        self._ensure_dir(parent, entry_name)
+        path = _join(self.root, rel)
+        try:
+            os.mkdir(path, 0o755)
+            os.chmod(path, 0o755)        # implicit parent: 0755 root:root, like docker
+        except FileExistsError:
+            st = os.lstat(path)
+            if stat.S_ISDIR(st.st_mode):
+                if self.flatten and rel not in self.upper:
+                    self.restore_times[rel] = (st.st_atime_ns, st.st_mtime_ns)
+            elif rel in self.whiteouts:
+                # whiteout of NAME and NAME/child in one layer: NAME is a new, opaque dir
+                os.unlink(path)
+                self.whiteouts.discard(rel)
+                os.mkdir(path, 0o755)
+                os.chmod(path, 0o755)
+                self._set_opaque(rel)
+            elif rel in self.upper or not self.flatten:
+                kind = "symlink" if stat.S_ISLNK(st.st_mode) else "non-directory"
+                raise UnsafeLayerError("%s: entry %r lies under %r, a %s written by the same "
+                                       "layer; refusing to write through it" % (
+                                           self.layer, entry_name, rel, kind))
+            else:
+                # A non-directory of a lower layer in the middle of a path: replaced by a
+                # directory, which is what overlayfs shows (upper dir over lower non-dir).
+                os.unlink(path)
+                os.mkdir(path, 0o755)
+                os.chmod(path, 0o755)
+        self.dirs_ok.add(rel)
+        self.upper.add(rel)
+
+    def _clear_existing(self, rel, path):
+        """Remove what is at `path` so that a non-directory entry can take its place."""
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(st.st_mode):
+            shutil.rmtree(path)
+            self.dirs_ok = set(p for p in self.dirs_ok
+                               if p != rel and not p.startswith(rel + "/"))
+        else:
+            os.unlink(path)
+        self.whiteouts.discard(rel)
+
+    def _chown(self, target, uid, gid, follow=False):
+        try:
+            if isinstance(target, int):
+                os.fchown(target, uid, gid)
+            else:
+                os.chown(target, uid, gid, follow_symlinks=follow)
+        except OSError as exc:
+            if not self.rootless or exc.errno not in (errno.EPERM, errno.EINVAL):
+                raise
+            self.warn("rootless: owners not kept (uid/gid %d:%d and others cannot be set)"
+                      % (uid, gid), key="chown")
+
+    def _xattrs(self, target, e, rel, follow=False):
+        if not e.xattrs:
+            return
+        for key, value in sorted(e.xattrs.items()):
+            if key.startswith(FORBIDDEN_XATTR_PREFIXES):
+                self.warn("%s: xattr %r on %r dropped: a layer may not set overlayfs "
+                          "metadata itself" % (self.layer, key, rel))
+                continue
+            try:
+                if isinstance(target, int):
+                    os.setxattr(target, key, value)
+                else:
+                    os.setxattr(target, key, value, follow_symlinks=follow)
+            except OSError as exc:
+                if exc.errno in (errno.ENOTSUP, errno.EPERM, errno.EOPNOTSUPP) and (
+                        self.rootless or not key.startswith(("user.", "trusted."))):
+                    self.warn("%s: xattr %r on %r not kept: %s" % (
+                        self.layer, key, rel, exc.strerror), key="xattr:" + key)
+                    continue
+                raise ImageError("%s: cannot set xattr %r on %r: %s" % (
+                    self.layer, key, rel, exc.strerror))
+
+    def _attrs_dir(self, rel, e):
+        path = _join(self.root, rel)
+        self._chown(path, e.uid, e.gid)
+        self._xattrs(path, e, rel)
+        self.dir_attrs[rel] = (e.mode, e.mtime_ns)
+
+    def _dir(self, rel, e, reader):
+        path = _join(self.root, rel)
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            st = os.lstat(path)
+            if not stat.S_ISDIR(st.st_mode):
+                opaque = rel in self.whiteouts   # whiteout + directory NAME: opaque
+                self._clear_existing(rel, path)  # otherwise the later entry wins
+                os.mkdir(path, 0o700)
+                if opaque:
+                    self._set_opaque(rel)
+        self.dirs_ok.add(rel)
+        self._attrs_dir(rel, e)
+
+    def _file(self, rel, e, reader):
+        path = _join(self.root, rel)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(path, flags, 0o600)
+        except FileExistsError:
+            self._clear_existing(rel, path)
+            fd = os.open(path, flags, 0o600)
+        try:
+            if e.size:
+                reader.copy_to(fd, e.size)
+            self._chown(fd, e.uid, e.gid)
+            os.fchmod(fd, e.mode)        # after chown: chown clears setuid/setgid
+            self._xattrs(fd, e, rel)
+            os.utime(fd, ns=(e.mtime_ns, e.mtime_ns))
+        finally:
+            os.close(fd)
+
+    def _symlink(self, rel, e, reader):
+        path = _join(self.root, rel)
+        try:
+            os.symlink(e.linkname, path)   # the target is kept verbatim, never followed
+        except FileExistsError:
+            self._clear_existing(rel, path)
+            os.symlink(e.linkname, path)
+        self._chown(path, e.uid, e.gid)
+        self._xattrs(path, e, rel)
+        os.utime(path, ns=(e.mtime_ns, e.mtime_ns), follow_symlinks=False)
+
+    def _hardlink(self, rel, e, reader):
+        target = clean_name(e.linkname, "hardlink target of %r:" % e.name, self.layer)
+        where = "%s: hardlink %r -> %r" % (self.layer, e.name, e.linkname)
+        if target == "" or target == rel:
+            raise UnsafeLayerError("%s: invalid target" % where)
+        # Resolve the target inside the root without following symlinks on the way.
+        parts = target.split("/")
+        for i in range(1, len(parts)):
+            sub = "/".join(parts[:i])
+            if sub in self.dirs_ok:
+                continue
+            try:
+                st = os.lstat(_join(self.root, sub))
+            except FileNotFoundError:
+                raise UnsafeLayerError("%s: the target does not exist in the layer" % where)
+            if not stat.S_ISDIR(st.st_mode):
+                raise UnsafeLayerError("%s: the target path goes through %r, which is not "
+                                       "a directory; refusing to follow it" % (where, sub))
+        src = _join(self.root, target)
+        try:
+            st = os.lstat(src)
+        except FileNotFoundError:
+            raise UnsafeLayerError("%s: the target does not exist in the layer" % where)
+        if stat.S_ISDIR(st.st_mode) or target in self.whiteouts:
+            raise UnsafeLayerError("%s: the target is a %s" % (
+                where, "directory" if stat.S_ISDIR(st.st_mode) else "whiteout"))
+        if not self.flatten and target not in self.upper:
+            raise UnsafeLayerError("%s: the target is not in this layer" % where)
+        path = _join(self.root, rel)
+        try:
+            os.link(src, path, follow_symlinks=False)
+        except FileExistsError:
+            self._clear_existing(rel, path)
+            os.link(src, path, follow_symlinks=False)
+
+    def _node(self, rel, e, reader):
+        path = _join(self.root, rel)
+        kind = {CHARDEV: stat.S_IFCHR, BLOCKDEV: stat.S_IFBLK, FIFO: stat.S_IFIFO}[e.type]
+        dev = os.makedev(e.devmajor, e.devminor) if e.type != FIFO else 0
+        if e.type != FIFO and not self.flatten and e.devmajor == 0 and e.devminor == 0:
+            raise UnsafeLayerError("%s: %r is a 0:0 character/block device, which overlayfs "
+                                   "would read as a whiteout; refusing it" % (self.layer, e.name))
+        try:
+            try:
+                os.mknod(path, kind | 0o600, dev)
+            except FileExistsError:
+                self._clear_existing(rel, path)
+                os.mknod(path, kind | 0o600, dev)
+        except PermissionError:
+            if not self.rootless or e.type == FIFO:
+                raise
+            self.warn("rootless: device nodes skipped (first: %r %d:%d)" % (
+                rel, e.devmajor, e.devminor), key="mknod")
+            return
+        self._chown(path, e.uid, e.gid)
+        os.chmod(path, e.mode)           # just made by mknod: not a symlink
+        self._xattrs(path, e, rel)
+        os.utime(path, ns=(e.mtime_ns, e.mtime_ns), follow_symlinks=False)
+
+    # -- whiteouts
+    def _whiteout(self, parent, base, e):
+        if base == OPAQUE_MARKER:
+            self._ensure_dir(parent, e.name)
+            if self.flatten:
+                self._clear_lower_children(parent)
+            else:
+                self._set_opaque(parent)
+            return
+        if base.startswith(WHITEOUT_PREFIX + WHITEOUT_PREFIX):
+            return  # other aufs metadata (.wh..wh.plnk, .wh..wh.aufs): not content
+        victim = base[len(WHITEOUT_PREFIX):]
+        if victim in ("", ".", ".."):
+            raise UnsafeLayerError("%s: invalid whiteout %r: it names %s" % (
+                self.layer, e.name, "nothing" if not victim else "a '.' or '..' entry"))
+        self._ensure_dir(parent, e.name)
+        rel = parent + "/" + victim if parent else victim
+        path = _join(self.root, rel)
+        if self.flatten:
+            self._remove_lower(rel, path)
+            return
+        if rel in self.whiteouts:
+            return
+        if rel in self.upper:
+            # The same layer also writes NAME: keep it; a directory becomes opaque so the
+            # lower NAME stays hidden (image-spec: whiteouts apply to lower layers only).
+            if stat.S_ISDIR(os.lstat(path).st_mode):
+                self._set_opaque(rel)
+            return
+        try:
+            os.mknod(path, stat.S_IFCHR | 0o000, os.makedev(0, 0))
+        except FileExistsError:
+            raise UnsafeLayerError("%s: whiteout %r: %r already exists" % (
+                self.layer, e.name, rel))
+        except PermissionError:
+            raise ImageError("%s: cannot create the whiteout device for %r (mknod 0:0 "
+                             "needs Linux >= 5.8 in a user namespace); use the flatten mode "
+                             "instead" % (self.layer, rel))
+        self.whiteouts.add(rel)
+
+    def _set_opaque(self, rel):
+        try:
+            os.setxattr(_join(self.root, rel), OPAQUE_XATTR, b"y", follow_symlinks=False)
+        except OSError as exc:
+            raise ImageError("%s: cannot mark %r opaque (setxattr %s): %s; the layer store "
+                             "needs a filesystem with trusted.* xattrs, or use the flatten "
+                             "mode" % (self.layer, rel or "/", OPAQUE_XATTR, exc.strerror))
+
+    def _remove_lower(self, rel, path):
+        """flatten: a whiteout removes NAME from the lower layers (not this one)."""
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return
+        if rel not in self.upper:
+            if stat.S_ISDIR(st.st_mode):
+                shutil.rmtree(path)
+                self.dirs_ok = set(p for p in self.dirs_ok
+                                   if p != rel and not p.startswith(rel + "/"))
+            else:
+                os.unlink(path)
+        elif stat.S_ISDIR(st.st_mode):
+            self._clear_lower_children(rel)
+
+    def _clear_lower_children(self, rel):
+        """flatten: remove every child of `rel` that this layer did not write."""
+        base = _join(self.root, rel)
+        for name in os.listdir(base):
+            child = rel + "/" + name if rel else name
+            self._remove_lower(child, base + "/" + name)
+
+
+_TYPE_NAMES = {REGULAR: "regular file", HARDLINK: "hardlink", SYMLINK: "symlink",
+               CHARDEV: "character device", BLOCKDEV: "block device", DIRECTORY: "directory",
+               FIFO: "fifo"}
+_HANDLERS = {
+    REGULAR: LayerApplier._file,
+    HARDLINK: LayerApplier._hardlink,
+    SYMLINK: LayerApplier._symlink,
+    CHARDEV: LayerApplier._node,
+    BLOCKDEV: LayerApplier._node,
+    FIFO: LayerApplier._node,
+    DIRECTORY: LayerApplier._dir,
+}
+
+
+def apply_layer(fileobj, root, flatten=False, name="layer", digest=None, size=None,
+                diff_id=None, progress=None, applier=None, compression=None):
+    """Read one layer blob from `fileobj` and apply it onto `root`; verify it.
+
+    `digest`/`size` are the descriptor's (checked against the blob as read), `diff_id`
+    the config's (checked against the uncompressed tar stream). Returns a dict with the
+    measured `digest`, `size`, `diff_id`, `compression` and `warnings`. On any error
+    the caller owns cleaning `root` (write into a temporary directory).
+    """
+    algo = split_digest(digest)[0] if digest else (
+        split_digest(diff_id)[0] if diff_id else "sha256")
+    if applier is None:
+        applier = LayerApplier(root, flatten=flatten)
+    with BlobStream(fileobj, name=name, algo=algo, expected_size=size, progress=progress,
+                    compression=compression) as blob:
+        reader = TarReader(blob, name=name)
+        try:
+            applier.apply(reader, layer=name)
+        except ImageError:
+            raise
+        except OSError as exc:
+            raise ImageError("%s: cannot write %s: %s" % (
+                name, exc.filename or root, exc.strerror or exc))
+        reader.drain()
+    if size is not None and blob.size != size:
+        raise LayerVerifyError("%s: size mismatch: the descriptor says %d bytes, the blob "
+                               "has %d" % (name, size, blob.size))
+    if digest is not None and blob.digest != digest:
+        raise LayerVerifyError("%s: digest mismatch: the descriptor says %s, the blob is %s"
+                               % (name, digest, blob.digest))
+    if diff_id is not None and blob.diff_id != diff_id:
+        raise LayerVerifyError("%s: diff_id mismatch: the image config says %s, the "
+                               "uncompressed layer is %s" % (name, diff_id, blob.diff_id))
+    return {"digest": blob.digest, "size": blob.size, "diff_id": blob.diff_id,
+            "compression": blob.compression, "warnings": list(applier.warnings)}
+
+
+# --------------------------------------------------------------------------- layer dirs
+
+def _copy_xattrs(src, dst, dst_fd=None):
+    try:
+        names = os.listxattr(src, follow_symlinks=False)
+    except OSError:
+        return
+    for key in names:
+        if key.startswith(FORBIDDEN_XATTR_PREFIXES):
+            continue
+        value = os.getxattr(src, key, follow_symlinks=False)
+        if dst_fd is not None:
+            os.setxattr(dst_fd, key, value)
+        else:
+            os.setxattr(dst, key, value, follow_symlinks=False)
+
+
+def _copy_file_data(sfd, dfd, size):
+    copy_range = getattr(os, "copy_file_range", None)
+    left = size
+    if copy_range is not None:
+        try:
+            while left > 0:
+                n = copy_range(sfd, dfd, min(left, 1 << 30))
+                if n == 0:
+                    break
+                left -= n
+            if left == 0:
+                return
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+    while True:
+        data = os.read(sfd, CHUNK)
+        if not data:
+            break
+        view = memoryview(data)
+        while view:
+            view = view[os.write(dfd, view):]
+
+
+def is_whiteout_stat(st):
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+def apply_layer_dir(src, root, whiteouts=True, warnings=None):
+    """Apply an unpacked layer directory `src` onto the tree `root` (flatten).
+
+    Whiteout devices delete, opaque directories replace the lower directory's children,
+    everything else is copied with owners, modes, xattrs and times; hardlinks inside the
+    layer stay hardlinks. Nothing is ever written through a symlink of `root`.
+    With whiteouts=False, `src` is a plain root filesystem copied as-is.
+    """
+    src = os.path.abspath(src)
+    root = os.path.abspath(root)
+    links = {}
+    dir_attrs = []
+
+    def prepare(dpath, st):
+        """Make the dest path free for a non-directory."""
+        try:
+            cur = os.lstat(dpath)
+        except FileNotFoundError:
+            return
+        _remove_path(dpath, cur)
+
+    def walk(rel):
+        sdir = _join(src, rel)
+        for entry in os.scandir(sdir):
+            crel = rel + "/" + entry.name if rel else entry.name
+            spath = sdir + "/" + entry.name
+            dpath = _join(root, crel)
+            st = entry.stat(follow_symlinks=False)
+            mode = st.st_mode
+            if stat.S_ISDIR(mode):
+                opaque = False
+                if whiteouts:
+                    try:
+                        opaque = os.getxattr(spath, OPAQUE_XATTR, follow_symlinks=False) == b"y"
+                    except OSError:
+                        opaque = False
+                try:
+                    cur = os.lstat(dpath)
+                    if not stat.S_ISDIR(cur.st_mode):
+                        os.unlink(dpath)
+                        os.mkdir(dpath, 0o700)
+                    elif opaque:
+                        for child in os.listdir(dpath):
+                            _remove_path(dpath + "/" + child)
+                except FileNotFoundError:
+                    os.mkdir(dpath, 0o700)
+                os.chown(dpath, st.st_uid, st.st_gid, follow_symlinks=False)
+                _copy_xattrs(spath, dpath)
+                dir_attrs.append((dpath, st))
+                walk(crel)
+                continue
+            if whiteouts and is_whiteout_stat(st):
+                try:
+                    _remove_path(dpath)
+                except FileNotFoundError:
+                    pass
+                continue
+            if st.st_nlink > 1 and not stat.S_ISDIR(mode):
+                first = links.get((st.st_dev, st.st_ino))
+                if first is not None:
+                    prepare(dpath, st)
+                    os.link(first, dpath, follow_symlinks=False)
+                    continue
+                links[(st.st_dev, st.st_ino)] = dpath
+            prepare(dpath, st)
+            if stat.S_ISREG(mode):
+                sfd = os.open(spath, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                try:
+                    dfd = os.open(dpath, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                                  | os.O_CLOEXEC, 0o600)
+                    try:
+                        _copy_file_data(sfd, dfd, st.st_size)
+                        os.fchown(dfd, st.st_uid, st.st_gid)
+                        os.fchmod(dfd, stat.S_IMODE(mode))
+                        _copy_xattrs(spath, dpath, dfd)
+                        os.utime(dfd, ns=(st.st_atime_ns, st.st_mtime_ns))
+                    finally:
+                        os.close(dfd)
+                finally:
+                    os.close(sfd)
+                continue
+            if stat.S_ISLNK(mode):
+                os.symlink(os.readlink(spath), dpath)
+            elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode):
+                os.mknod(dpath, stat.S_IFMT(mode) | 0o600, st.st_rdev)
+            else:
+                if warnings is not None:
+                    warnings.append("%s: %r skipped (a socket)" % (src, crel))
+                continue
+            os.chown(dpath, st.st_uid, st.st_gid, follow_symlinks=False)
+            if not stat.S_ISLNK(mode):
+                os.chmod(dpath, stat.S_IMODE(mode))
+            _copy_xattrs(spath, dpath)
+            os.utime(dpath, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+
+    rst = os.lstat(src)
+    os.chown(root, rst.st_uid, rst.st_gid, follow_symlinks=False)
+    walk("")
+    dir_attrs.append((root, rst))
+    for dpath, st in reversed(dir_attrs):
+        os.chmod(dpath, stat.S_IMODE(st.st_mode))
+        os.utime(dpath, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)

@@ -1,0 +1,333 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The plan: an ordered list of typed steps derived from a normalised spec.
+
+This is the one place that knows the order of mounts and their options. Back-ends
+(the shell renderer, the Linux applier, the OCI exporter) render or apply these steps;
+they never re-derive them. `build_plan()` reads like runc's prepareRootfs: one function
+per phase, in order, with the reason for each position next to it.
+
+Every step is a plain dict with an ``op`` (the step kind), the fields that kind needs,
+``phase`` (``host``: done before entering the namespaces; ``root``: inside the new mount
+namespace, against the container root; ``final``: after pivot_root) and ``why``.
+Container paths stay container paths; back-ends join them with the root they build.
+
+Private to the collection; may change without notice.
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import hashlib
+import json
+import os
+
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _mountopts as mountopts
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import DEFAULT_DEV_SYMLINKS
+
+PLAN_VERSION = 1
+
+# Step kinds, in the order a reader meets them. Each back-end has one handler per kind.
+STEP_KINDS = (
+    "write_file", "copy_file", "make_dir", "namespaces", "mount_rootfs", "mount", "cgroup",
+    "mknod", "symlink", "hostname", "readonly_path", "mask_path", "remount_root_readonly",
+    "pivot_root", "root_propagation", "exec",
+)
+
+MASK_DIR_OPTIONS = ("ro", "nosuid", "nodev", "noexec", "nr_blocks=1", "nr_inodes=1")
+
+
+def spec_digest(spec):
+    """A stable digest of a normalised spec (sorted-key JSON)."""
+    text = json.dumps(spec, sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def container_paths(spec):
+    """Host paths the container uses: its state dir, run dir and rootfs mount point."""
+    state = os.path.join(spec["state_dir"], "containers", spec["name"])
+    run = os.path.join(spec["run_dir"], spec["name"])
+    overlay = spec["rootfs"]["overlay"]
+    return {
+        "state": state,
+        "run": run,
+        "upper": os.path.join(state, "upper") if overlay else None,
+        "work": os.path.join(state, "work") if overlay else None,
+        "root": os.path.join(run, "rootfs") if overlay else spec["rootfs"]["path"],
+        "etc": os.path.join(state, "etc"),
+    }
+
+
+def _step(op, phase, why, **fields):
+    assert op in STEP_KINDS, op
+    step = {"op": op, "phase": phase, "why": why}
+    step.update(fields)
+    return step
+
+
+# ---------------------------------------------------------------------------------------
+# Phases, in order.
+# ---------------------------------------------------------------------------------------
+
+def _host_files(spec, paths):
+    """/etc files are generated outside the rootfs, so the image stays untouched."""
+    steps = [_step("make_dir", "host", "per-container state: generated /etc files, overlay dirs",
+                   path=paths["etc"], mode="0755")]
+    etc = spec["etc"]
+    if etc["hostname"] and spec["hostname"]:
+        steps.append(_step("write_file", "host", "the container's /etc/hostname",
+                           path=os.path.join(paths["etc"], "hostname"),
+                           content=spec["hostname"] + "\n", mode="0644"))
+    if etc["hosts"]:
+        steps.append(_step("write_file", "host", "the container's /etc/hosts",
+                           path=os.path.join(paths["etc"], "hosts"),
+                           content=_hosts_content(spec), mode="0644"))
+    if etc["resolv_conf"]:
+        target = os.path.join(paths["etc"], "resolv.conf")
+        if any(spec["dns"].values()):
+            steps.append(_step("write_file", "host", "resolv.conf from the spec's dns settings",
+                               path=target, content=_resolv_content(spec["dns"]), mode="0644"))
+        else:
+            steps.append(_step("copy_file", "host", "no dns settings: use a copy of the host's",
+                               source="/etc/resolv.conf", path=target, mode="0644"))
+    if spec["rootfs"]["overlay"]:
+        for key in ("upper", "work"):
+            steps.append(_step("make_dir", "host", "overlay %s dir: the image stays pristine" % key,
+                               path=paths[key], mode="0755"))
+        steps.append(_step("make_dir", "host", "mount point of the merged rootfs",
+                           path=paths["root"], mode="0755"))
+    return steps
+
+
+def _hosts_content(spec):
+    names = [spec["hostname"]] if spec["hostname"] else []
+    lines = ["127.0.0.1\tlocalhost" + "".join(" " + n for n in names),
+             "::1\tlocalhost ip6-localhost ip6-loopback"]
+    for entry in spec["etc"]["extra_hosts"]:
+        lines.append("%s\t%s" % (entry["address"], " ".join(entry["names"])))
+    return "\n".join(lines) + "\n"
+
+
+def _resolv_content(dns):
+    lines = ["nameserver %s" % server for server in dns["nameservers"]]
+    if dns["search"]:
+        lines.append("search " + " ".join(dns["search"]))
+    if dns["options"]:
+        lines.append("options " + " ".join(dns["options"]))
+    return "\n".join(lines) + "\n"
+
+
+def _enter_namespaces(spec):
+    # rslave, as runc: no mount event leaks back to the host, host->container still flows.
+    return [_step("namespaces", "host", "fresh namespaces; / becomes rslave so nothing leaks out",
+                  namespaces=spec["namespaces"], propagation="rslave")]
+
+
+def _rootfs(spec, paths):
+    rootfs = spec["rootfs"]
+    if rootfs["overlay"]:
+        return [_step("mount_rootfs", "root", "overlay: writes go to the per-container upper dir",
+                      kind="overlay", target=paths["root"], lower=[rootfs["path"]],
+                      upper=paths["upper"], work=paths["work"])]
+    return [_step("mount_rootfs", "root", "pivot_root needs the rootfs to be a mount point",
+                  kind="bind", target=paths["root"], source=rootfs["path"])]
+
+
+def _spec_mounts(spec):
+    """The spec's filesystems in the listed order (runtime-spec: MUST mount in order)."""
+    cgroupns = any(n["type"] == "cgroup" for n in spec["namespaces"])
+    steps = []
+    for mount in spec["mounts"]:
+        if mount["type"] == "cgroup":
+            steps.append(_step("cgroup", "root", "cgroup v2, or tmpfs plus v1 hierarchies; "
+                               "chosen at run time from the host", target=mount["target"],
+                               options=list(mount["options"]), cgroupns=cgroupns))
+        else:
+            steps.append(_mount_step(mount))
+    return steps
+
+
+def _mount_step(mount):
+    fstype = mount["type"]
+    bind = fstype == "bind"
+    why = {"proc": "a proc of the container's pid namespace", "sysfs": "sysfs",
+           "devpts": "a private devpts instance", "mqueue": "POSIX message queues",
+           "tmpfs": "a tmpfs", "bind": "bind mount from the host"}.get(fstype, fstype)
+    return _step("mount", "root", why, fstype=fstype, source=mount["source"],
+                 target=mount["target"], options=list(mount["options"]),
+                 # proc and sysfs go on a real directory only, never through a symlink
+                 # (CVE-2019-19921, CVE-2023-27561).
+                 no_symlinks=fstype in ("proc", "sysfs"),
+                 create="match_source" if bind else "dir")
+
+
+def _volumes(spec):
+    # After the pseudo filesystems and before the /etc binds, as runc orders docker's -v.
+    steps = []
+    for volume in spec["volumes"]:
+        if volume["type"] == "bind":
+            options = ["rbind" if volume["recursive"] else "bind"]
+            options += ["ro"] if volume["readonly"] else []
+            options += volume["options"] + [volume["propagation"]]
+            steps.append(_step("mount", "root", "volume: bind %s" % volume["source"],
+                               fstype="bind", source=volume["source"], target=volume["target"],
+                               options=options, no_symlinks=False, create="match_source"))
+        else:
+            options = ["nosuid", "nodev"] + (["ro"] if volume["readonly"] else [])
+            options += volume["options"]
+            options += ["size=" + volume["size"]] if volume["size"] else []
+            options += ["mode=" + volume["mode"]] if volume["mode"] else []
+            steps.append(_step("mount", "root", "volume: tmpfs", fstype="tmpfs", source="tmpfs",
+                               target=volume["target"], options=options, no_symlinks=False,
+                               create="dir"))
+    return steps
+
+
+def _etc_binds(spec, paths):
+    steps = []
+    for name in ("hostname", "hosts", "resolv.conf"):
+        if spec["etc"][name.replace(".", "_")] and (name != "hostname" or spec["hostname"]):
+            steps.append(_step("mount", "root", "generated /etc/%s, bound over the image's" % name,
+                               fstype="bind", source=os.path.join(paths["etc"], name),
+                               target="/etc/" + name, options=["bind"], no_symlinks=False,
+                               create="file"))
+    return steps
+
+
+def _devices(spec):
+    """Device nodes and /dev symlinks, after the mounts (runc doSetupDev).
+
+    Skipped when the spec binds something over /dev: then /dev is the user's.
+    """
+    dev = [m for m in spec["mounts"] + spec["volumes"] if m["target"] == "/dev"]
+    if dev and dev[0]["type"] == "bind":
+        return []
+    steps = [_step("mknod", "root", "device node", path=d["path"], type=d["type"],
+                   major=d["major"], minor=d["minor"], mode=d["mode"], uid=d["uid"], gid=d["gid"])
+             for d in spec["devices"]]
+    for link in DEFAULT_DEV_SYMLINKS:
+        steps.append(_step("symlink", "root", "standard /dev link", path=link["path"],
+                           target=link["target"], if_exists=link.get("if_exists")))
+    return steps
+
+
+def _hostname(spec):
+    if not spec["hostname"]:
+        return []
+    return [_step("hostname", "root", "set in the container's own UTS namespace",
+                  name=spec["hostname"])]
+
+
+def _harden(spec):
+    # After every mount, volumes included, so a volume cannot undo a mask. Read-only paths
+    # first, then masks (runc order). A path that does not exist is skipped.
+    steps = [_step("readonly_path", "root", "read-only path", path=p) for p in spec["readonly_paths"]]
+    steps += [_step("mask_path", "root", "masked path: /dev/null over a file, an empty "
+                    "read-only tmpfs over a directory", path=p, dir_options=list(MASK_DIR_OPTIONS))
+              for p in spec["masked_paths"]]
+    return steps
+
+
+def _readonly_root(spec):
+    if not spec["rootfs"]["readonly"]:
+        return []
+    # Last of the root phase: mount points had to be created first. Only / itself, not the
+    # mounts on top (runc's setReadonly is not recursive either).
+    return [_step("remount_root_readonly", "root", "read-only root: only / itself, not its submounts")]
+
+
+def _pivot(spec):
+    steps = [_step("pivot_root", "final", "switch to the new root and detach the old one")]
+    propagation = spec["rootfs"]["propagation"]
+    if propagation and propagation not in ("slave", "rslave"):
+        # After the pivot: doing it before would act on a mount the host can see.
+        steps.append(_step("root_propagation", "final", "rootfs propagation from the spec",
+                           propagation=propagation))
+    return steps
+
+
+def _exec(spec):
+    process = spec["process"]
+    return [_step("exec", "final", "the container process, as pid 1 of its pid namespace",
+                  args=list(process["args"]), env=list(process["env"]), cwd=process["cwd"],
+                  uid=process["uid"], gid=process["gid"])]
+
+
+def build_plan(spec):
+    """Return the plan for a normalised spec: {'name', 'digest', 'paths', 'steps'}."""
+    paths = container_paths(spec)
+    steps = []
+    steps += _host_files(spec, paths)
+    steps += _enter_namespaces(spec)
+    steps += _rootfs(spec, paths)
+    steps += _spec_mounts(spec)
+    steps += _volumes(spec)
+    steps += _etc_binds(spec, paths)
+    steps += _devices(spec)
+    steps += _hostname(spec)
+    steps += _harden(spec)
+    steps += _readonly_root(spec)
+    steps += _pivot(spec)
+    steps += _exec(spec)
+    return {"version": PLAN_VERSION, "name": spec["name"], "digest": spec_digest(spec),
+            "paths": paths, "steps": steps}
+
+
+# ---------------------------------------------------------------------------------------
+# Human-readable form (``containerfs plan``).
+# ---------------------------------------------------------------------------------------
+
+def describe_step(step):
+    """One line saying what a step does, in mount(8)-like words."""
+    op = step["op"]
+    describe = _DESCRIBERS.get(op)
+    return describe(step) if describe else op
+
+
+def _opts(options):
+    return ",".join(options) if options else "defaults"
+
+
+_DESCRIBERS = {
+    "write_file": lambda s: "write %s (%d bytes, mode %s)" % (s["path"], len(s["content"]), s["mode"]),
+    "copy_file": lambda s: "copy %s to %s" % (s["source"], s["path"]),
+    "make_dir": lambda s: "mkdir -p %s" % s["path"],
+    "namespaces": lambda s: "unshare %s (propagation %s)" % (
+        " ".join(n["type"] + ("=" + n["path"] if n["path"] else "") for n in s["namespaces"]),
+        s["propagation"]),
+    "mount_rootfs": lambda s: (
+        "mount overlay on %s (lower %s, upper %s)" % (s["target"], ":".join(s["lower"]), s["upper"])
+        if s["kind"] == "overlay" else "bind %s onto itself" % s["target"]),
+    "mount": lambda s: "mount %s %s on %s (%s)" % (s["fstype"], s["source"], s["target"],
+                                                  _opts(s["options"])),
+    "cgroup": lambda s: "mount cgroup on %s (%s%s)" % (s["target"], _opts(s["options"]),
+                                                      ", cgroupns" if s["cgroupns"] else ""),
+    "mknod": lambda s: "mknod %s %s %d:%d mode %s uid %d gid %d" % (
+        s["path"], s["type"], s["major"], s["minor"], s["mode"], s["uid"], s["gid"]),
+    "symlink": lambda s: "ln -s %s %s%s" % (s["target"], s["path"],
+                                           " (if %s exists)" % s["if_exists"] if s["if_exists"] else ""),
+    "hostname": lambda s: "hostname %s" % s["name"],
+    "readonly_path": lambda s: "read-only %s (if it exists)" % s["path"],
+    "mask_path": lambda s: "mask %s (if it exists)" % s["path"],
+    "remount_root_readonly": lambda s: "remount / read-only",
+    "pivot_root": lambda s: "pivot_root into the new root, detach the old root",
+    "root_propagation": lambda s: "make / %s" % s["propagation"],
+    "exec": lambda s: "exec %s as %d:%d in %s" % (json.dumps(s["args"]), s["uid"], s["gid"], s["cwd"]),
+}
+
+
+def format_plan(plan):
+    lines = ["plan for container %s (%s)" % (plan["name"], plan["digest"])]
+    phase = None
+    for number, step in enumerate(plan["steps"], 1):
+        if step["phase"] != phase:
+            phase = step["phase"]
+            lines.append({"host": "on the host:", "root": "inside the new mount namespace, "
+                          "under the container root:", "final": "switch root and start:"}[phase])
+        lines.append("%4d. %-60s # %s" % (number, describe_step(step), step["why"]))
+    return "\n".join(lines) + "\n"
+
+
+def bind_flags(options):
+    """Split a step's options for back-ends: (flag words, propagation words, data words)."""
+    return mountopts.split_options(options)

@@ -1,0 +1,661 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The container spec: defaults, validation and normalisation.
+
+A spec is plain data (a dict, from YAML or JSON). `load_spec()` checks every field,
+collects *every* error with the path of the field it concerns
+(``volumes[1].target: must be an absolute path inside the container``) and raises one
+`SpecError`; on success it returns a normalised copy with every default filled in, so
+back-ends never guess. Where a spec is silent, the defaults of ``runc spec`` apply.
+
+Private to the collection; may change without notice. Standard library only: the CLI and
+the modules on the targets both import it.
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import copy
+import difflib
+import os
+import re
+
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _mountopts as mountopts
+
+SPEC_VERSION = 1
+
+# runc spec (libcontainer/specconv/example.go), in order. See runtimes.md section 1.2.
+RUNC_DEFAULT_MOUNTS = (
+    {"target": "/proc", "type": "proc", "source": "proc", "options": []},
+    {"target": "/dev", "type": "tmpfs", "source": "tmpfs",
+     "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+    {"target": "/dev/pts", "type": "devpts", "source": "devpts",
+     "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+    {"target": "/dev/shm", "type": "tmpfs", "source": "shm",
+     "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+    {"target": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+     "options": ["nosuid", "noexec", "nodev"]},
+    {"target": "/sys", "type": "sysfs", "source": "sysfs",
+     "options": ["nosuid", "noexec", "nodev", "ro"]},
+    {"target": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+     "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]},
+)
+
+RUNC_MASKED_PATHS = (
+    "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi",
+)
+
+RUNC_READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+
+# The nodes every container gets (runtime-spec "Default Devices"; runc AllowedDevices).
+DEFAULT_DEVICES = (
+    {"path": "/dev/null", "type": "c", "major": 1, "minor": 3},
+    {"path": "/dev/zero", "type": "c", "major": 1, "minor": 5},
+    {"path": "/dev/full", "type": "c", "major": 1, "minor": 7},
+    {"path": "/dev/random", "type": "c", "major": 1, "minor": 8},
+    {"path": "/dev/urandom", "type": "c", "major": 1, "minor": 9},
+    {"path": "/dev/tty", "type": "c", "major": 5, "minor": 0},
+)
+
+# /dev symlinks (runtime-linux.md "Dev symbolic links"; core only if /proc/kcore exists).
+DEFAULT_DEV_SYMLINKS = (
+    {"path": "/dev/fd", "target": "/proc/self/fd"},
+    {"path": "/dev/stdin", "target": "/proc/self/fd/0"},
+    {"path": "/dev/stdout", "target": "/proc/self/fd/1"},
+    {"path": "/dev/stderr", "target": "/proc/self/fd/2"},
+    {"path": "/dev/ptmx", "target": "pts/ptmx"},
+    {"path": "/dev/core", "target": "/proc/kcore", "if_exists": "/proc/kcore"},
+)
+
+DEFAULT_NAMESPACES = ("pid", "net", "ipc", "uts", "mount")
+NAMESPACE_TYPES = ("mount", "uts", "ipc", "pid", "net", "cgroup")
+NAMESPACE_ALIASES = {"network": "net", "mnt": "mount"}
+
+DEFAULT_ENV = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm")
+ROOT_PROPAGATIONS = ("private", "rprivate", "slave", "rslave", "shared", "rshared", "unbindable",
+                     "runbindable")
+VOLUME_PROPAGATIONS = ROOT_PROPAGATIONS
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+HOSTNAME_LABEL_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+SIZE_RE = re.compile(r"^[0-9]+[kKmMgG%]?$")
+MODE_RE = re.compile(r"^0?[0-7]{3,4}$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class SpecError(Exception):
+    """Every problem found in a spec. `errors` is a list of (path, message), sorted."""
+
+    def __init__(self, errors):
+        self.errors = sorted(errors, key=lambda e: _path_sort_key(e[0]))
+        super(SpecError, self).__init__(self.render())
+
+    def render(self):
+        lines = ["%s: %s" % (path or "(spec)", message) for path, message in self.errors]
+        return "invalid spec (%d error%s):\n  %s" % (
+            len(lines), "" if len(lines) == 1 else "s", "\n  ".join(lines))
+
+
+def _path_sort_key(path):
+    return [int(p) if p.isdigit() else p for p in re.split(r"[.\[\]]+", path or "") if p]
+
+
+class _Checker:
+    """Collects errors while walking the spec; never stops at the first one."""
+
+    def __init__(self):
+        self.errors = []
+
+    def error(self, path, message):
+        self.errors.append((path, message))
+
+    def fields(self, path, value, allowed):
+        """Check `value` is a mapping with only `allowed` keys; return it (or {})."""
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.error(path, "must be a mapping, got %s" % _type_name(value))
+            return {}
+        for key in value:
+            if key not in allowed:
+                hint = difflib.get_close_matches(str(key), allowed, n=1)
+                where = "%s.%s" % (path, key) if path else str(key)
+                self.error(where, "unknown field" + (" (did you mean '%s'?)" % hint[0] if hint else
+                                                     "; allowed: %s" % ", ".join(sorted(allowed))))
+        return value
+
+    def typed(self, path, value, types, what):
+        if isinstance(value, bool) and bool not in types:
+            self.error(path, "must be %s, got a boolean" % what)
+            return False
+        if not isinstance(value, types):
+            self.error(path, "must be %s, got %s" % (what, _type_name(value)))
+            return False
+        return True
+
+    def string_list(self, path, value):
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.error(path, "must be a list of strings, got %s" % _type_name(value))
+            return []
+        good = []
+        for index, item in enumerate(value):
+            if self.typed("%s[%d]" % (path, index), item, (str,), "a string"):
+                good.append(item)
+        return good
+
+    def container_path(self, path, value, allow_root=False):
+        """An absolute, normalised path inside the container."""
+        if not self.typed(path, value, (str,), "a string"):
+            return False
+        if not value.startswith("/"):
+            self.error(path, "must be an absolute path inside the container, got %r" % value)
+            return False
+        if "\0" in value or "\n" in value:
+            self.error(path, "must not contain NUL or newline characters")
+            return False
+        parts = value.split("/")
+        if ".." in parts or "." in parts:
+            self.error(path, "must not contain '.' or '..' components, got %r" % value)
+            return False
+        if value.rstrip("/") == "" and not allow_root:
+            self.error(path, "must not be '/': a mount over the container root is refused")
+            return False
+        return True
+
+
+def _type_name(value):
+    if value is None:
+        return "null"
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "a list", dict: "a mapping"}.get(type(value), type(value).__name__)
+
+
+def _clean(path):
+    """Normalise a container path: collapse '//' and drop a trailing '/'."""
+    return "/" + "/".join(p for p in path.split("/") if p)
+
+
+# ---------------------------------------------------------------------------------------
+# Field checks, one function per section. Each returns the normalised section.
+# ---------------------------------------------------------------------------------------
+
+TOP_FIELDS = ("version", "name", "hostname", "rootfs", "namespaces", "mounts", "volumes",
+              "devices", "etc", "dns", "masked_paths", "add_masked_paths", "readonly_paths",
+              "add_readonly_paths", "process", "state_dir", "run_dir")
+
+
+def _check_name(c, spec):
+    name = spec.get("name")
+    if name is None:
+        c.error("name", "is required")
+        return "container"
+    if c.typed("name", name, (str,), "a string") and not NAME_RE.match(name):
+        c.error("name", "must match %s (letters, digits, '_', '.', '-'), got %r"
+                % (NAME_RE.pattern, name))
+    return name
+
+
+def _check_hostname(c, spec, namespaces):
+    has_uts = "uts" in [n["type"] for n in namespaces]
+    hostname = spec.get("hostname", "runc" if has_uts else None)
+    if hostname is None:
+        return None
+    if not c.typed("hostname", hostname, (str,), "a string"):
+        return None
+    labels = hostname.split(".")
+    if len(hostname) > 253 or not all(HOSTNAME_LABEL_RE.match(label) for label in labels):
+        c.error("hostname", "is not a valid hostname (RFC 1123: labels of letters, digits and "
+                "'-', 1-63 characters, not starting or ending with '-'), got %r" % hostname)
+    if not has_uts:
+        c.error("hostname", "needs a private UTS namespace: add 'uts' to namespaces")
+    return hostname
+
+
+ROOTFS_FIELDS = ("path", "image", "overlay", "readonly", "propagation")
+
+
+def _check_rootfs(c, spec, base_dir):
+    rootfs = c.fields("rootfs", spec.get("rootfs"), ROOTFS_FIELDS)
+    if "rootfs" not in spec:
+        c.error("rootfs", "is required (rootfs.path: the directory to use as the container root)")
+    out = {"path": None, "image": None, "overlay": False, "readonly": True, "propagation": None}
+    path = rootfs.get("path")
+    if rootfs.get("image") is not None:
+        c.error("rootfs.image", "image sources are not supported yet; unpack the image and "
+                "give rootfs.path")
+    if path is None:
+        if "rootfs" in spec:
+            c.error("rootfs.path", "is required")
+    elif c.typed("rootfs.path", path, (str,), "a string"):
+        if not path:
+            c.error("rootfs.path", "must not be empty")
+        else:
+            out["path"] = os.path.normpath(os.path.join(base_dir, path)) if base_dir else path
+            if not os.path.isabs(out["path"]):
+                c.error("rootfs.path", "must be an absolute path (or relative to the spec file), "
+                        "got %r" % path)
+    for key in ("overlay", "readonly"):
+        if key in rootfs and c.typed("rootfs." + key, rootfs[key], (bool,), "a boolean"):
+            out[key] = rootfs[key]
+    propagation = rootfs.get("propagation")
+    if propagation is not None and c.typed("rootfs.propagation", propagation, (str,), "a string"):
+        if propagation not in ROOT_PROPAGATIONS:
+            c.error("rootfs.propagation", "must be one of %s, got %r"
+                    % (", ".join(ROOT_PROPAGATIONS), propagation))
+        else:
+            out["propagation"] = propagation
+    return out
+
+
+def _check_namespaces(c, spec):
+    raw = spec.get("namespaces", list(DEFAULT_NAMESPACES))
+    if not isinstance(raw, list):
+        c.error("namespaces", "must be a list, got %s" % _type_name(raw))
+        raw = list(DEFAULT_NAMESPACES)
+    out, seen = [], set()
+    for index, item in enumerate(raw):
+        where = "namespaces[%d]" % index
+        if isinstance(item, str):
+            item = {"type": item}
+        item = c.fields(where, item, ("type", "path"))
+        kind = NAMESPACE_ALIASES.get(item.get("type"), item.get("type"))
+        if kind not in NAMESPACE_TYPES:
+            hint = difflib.get_close_matches(str(kind), NAMESPACE_TYPES, n=1)
+            c.error(where + ".type", "must be one of %s, got %r%s" % (
+                ", ".join(NAMESPACE_TYPES), kind, " (did you mean '%s'?)" % hint[0] if hint else ""))
+            continue
+        if kind in seen:
+            c.error(where + ".type", "namespace %r is listed twice" % kind)
+            continue
+        seen.add(kind)
+        path = item.get("path")
+        if path is not None and c.typed(where + ".path", path, (str,), "a string"):
+            if not path.startswith("/"):
+                c.error(where + ".path", "must be an absolute path to a namespace file, got %r" % path)
+        out.append({"type": kind, "path": path})
+    if "mount" not in seen:
+        c.error("namespaces", "must include 'mount': the container filesystem needs its own "
+                "mount namespace")
+    return sorted(out, key=lambda n: NAMESPACE_TYPES.index(n["type"]))
+
+
+MOUNT_FIELDS = ("target", "type", "source", "options")
+
+
+def _check_mounts(c, spec):
+    raw = spec.get("mounts")
+    if raw is None:
+        return copy.deepcopy(list(RUNC_DEFAULT_MOUNTS))
+    if not isinstance(raw, list):
+        c.error("mounts", "must be a list, got %s" % _type_name(raw))
+        return []
+    out = []
+    for index, item in enumerate(raw):
+        where = "mounts[%d]" % index
+        item = c.fields(where, item, MOUNT_FIELDS)
+        if "target" not in item:
+            c.error(where + ".target", "is required")
+            continue
+        if not c.container_path(where + ".target", item["target"]):
+            continue
+        options = c.string_list(where + ".options", item.get("options"))
+        kind = item.get("type", "bind" if mountopts.is_bind(options) else None)
+        if kind is None or not c.typed(where + ".type", kind, (str,), "a string"):
+            c.error(where + ".type", "is required (one of %s)" % ", ".join(mountopts.FILESYSTEM_TYPES))
+            continue
+        if kind not in mountopts.FILESYSTEM_TYPES:
+            c.error(where + ".type", "must be one of %s, got %r"
+                    % (", ".join(mountopts.FILESYSTEM_TYPES), kind))
+            continue
+        if kind in ("bind", "none") and not mountopts.is_bind(options):
+            options = ["rbind"] + options
+        source = item.get("source", kind)
+        if not c.typed(where + ".source", source, (str,), "a string"):
+            continue
+        if mountopts.is_bind(options):
+            kind = "bind"
+            if not source.startswith("/"):
+                c.error(where + ".source", "a bind source must be an absolute host path, got %r"
+                        % source)
+        _check_options(c, where + ".options", options)
+        out.append({"target": _clean(item["target"]), "type": kind, "source": source,
+                    "options": options})
+    return out
+
+
+def _check_options(c, where, options):
+    for index, word in enumerate(options):
+        if word in mountopts.RUNTIME_WORDS:
+            c.error("%s[%d]" % (where, index), "option %r is not supported" % word)
+        elif "," in word or not word:
+            c.error("%s[%d]" % (where, index), "must be one option word, got %r" % word)
+
+
+VOLUME_FIELDS = ("type", "source", "target", "readonly", "recursive", "propagation", "options",
+                 "size", "mode")
+
+
+def _check_volumes(c, spec, base_dir):
+    raw = spec.get("volumes") or []
+    if not isinstance(raw, list):
+        c.error("volumes", "must be a list, got %s" % _type_name(raw))
+        return []
+    out = []
+    for index, item in enumerate(raw):
+        where = "volumes[%d]" % index
+        item = c.fields(where, item, VOLUME_FIELDS)
+        kind = item.get("type", "bind" if "source" in item else "tmpfs")
+        if kind not in ("bind", "tmpfs"):
+            c.error(where + ".type", "must be 'bind' or 'tmpfs', got %r" % (kind,))
+            continue
+        if "target" not in item:
+            c.error(where + ".target", "is required")
+            continue
+        if not c.container_path(where + ".target", item["target"]):
+            continue
+        volume = {"type": kind, "target": _clean(item["target"]), "readonly": False,
+                  "options": c.string_list(where + ".options", item.get("options"))}
+        _check_options(c, where + ".options", volume["options"])
+        if "readonly" in item and c.typed(where + ".readonly", item["readonly"], (bool,), "a boolean"):
+            volume["readonly"] = item["readonly"]
+        if kind == "bind":
+            _check_bind_volume(c, where, item, volume, base_dir)
+        else:
+            _check_tmpfs_volume(c, where, item, volume)
+        out.append(volume)
+    return out
+
+
+def _check_bind_volume(c, where, item, volume, base_dir):
+    for key in ("size", "mode"):
+        if key in item:
+            c.error("%s.%s" % (where, key), "applies to tmpfs volumes only")
+    source = item.get("source")
+    if source is None:
+        c.error(where + ".source", "is required for a bind volume")
+    elif c.typed(where + ".source", source, (str,), "a string"):
+        if not source:
+            c.error(where + ".source", "must not be empty")
+        else:
+            volume["source"] = os.path.normpath(os.path.join(base_dir or "/", source))
+    volume["recursive"] = True
+    if "recursive" in item and c.typed(where + ".recursive", item["recursive"], (bool,), "a boolean"):
+        volume["recursive"] = item["recursive"]
+    volume["propagation"] = "rprivate"
+    propagation = item.get("propagation")
+    if propagation is not None and c.typed(where + ".propagation", propagation, (str,), "a string"):
+        if propagation not in VOLUME_PROPAGATIONS:
+            c.error(where + ".propagation", "must be one of %s, got %r"
+                    % (", ".join(VOLUME_PROPAGATIONS), propagation))
+        else:
+            volume["propagation"] = propagation
+
+
+def _check_tmpfs_volume(c, where, item, volume):
+    for key in ("source", "recursive", "propagation"):
+        if key in item:
+            c.error("%s.%s" % (where, key), "applies to bind volumes only")
+    volume["size"] = None
+    volume["mode"] = None
+    size = item.get("size")
+    if size is not None:
+        size = str(size) if isinstance(size, int) and not isinstance(size, bool) else size
+        if c.typed(where + ".size", size, (str,), "a size such as 64m") and not SIZE_RE.match(size):
+            c.error(where + ".size", "must be a size such as 65536k, 64m, 1g or 50%%, got %r" % size)
+        else:
+            volume["size"] = size
+    mode = item.get("mode")
+    if mode is not None:
+        mode = "%o" % mode if isinstance(mode, int) and not isinstance(mode, bool) else mode
+        if c.typed(where + ".mode", mode, (str,), "an octal mode such as '1777'") and \
+                not MODE_RE.match(mode):
+            c.error(where + ".mode", "must be an octal mode such as '0755' or '1777', got %r" % mode)
+        else:
+            volume["mode"] = mode.lstrip("0").rjust(4, "0") if mode.strip("0") else "0000"
+
+
+DEVICE_FIELDS = ("path", "type", "major", "minor", "mode", "uid", "gid")
+
+
+def _check_devices(c, spec):
+    raw = spec.get("devices") or []
+    if not isinstance(raw, list):
+        c.error("devices", "must be a list, got %s" % _type_name(raw))
+        raw = []
+    by_path = dict((d["path"], dict(d, mode="0666", uid=0, gid=0)) for d in DEFAULT_DEVICES)
+    seen = set()
+    for index, item in enumerate(raw):
+        where = "devices[%d]" % index
+        item = c.fields(where, item, DEVICE_FIELDS)
+        if "path" not in item:
+            c.error(where + ".path", "is required")
+            continue
+        if not c.container_path(where + ".path", item["path"]):
+            continue
+        path = _clean(item["path"])
+        if not path.startswith("/dev/"):
+            c.error(where + ".path", "must be under /dev, got %r" % path)
+            continue
+        if path == "/dev/ptmx":
+            c.error(where + ".path", "/dev/ptmx is always a symlink to pts/ptmx (as in runc)")
+            continue
+        if path in seen:
+            c.error(where + ".path", "device %s is listed twice" % path)
+            continue
+        seen.add(path)
+        device = _check_device_fields(c, where, item)
+        if device:
+            device["path"] = path
+            by_path[path] = device
+    return [by_path[p] for p in sorted(by_path)]
+
+
+def _check_device_fields(c, where, item):
+    kind = item.get("type", "c")
+    if kind not in ("c", "b", "p", "u"):
+        c.error(where + ".type", "must be 'c' (char), 'b' (block) or 'p' (fifo), got %r" % (kind,))
+        return None
+    kind = "c" if kind == "u" else kind
+    device = {"type": kind, "major": 0, "minor": 0, "mode": "0666", "uid": 0, "gid": 0}
+    ok = True
+    for key in ("major", "minor"):
+        if key not in item:
+            if kind != "p":
+                c.error("%s.%s" % (where, key), "is required for a %s device" %
+                        ("character" if kind == "c" else "block"))
+                ok = False
+        elif not c.typed("%s.%s" % (where, key), item[key], (int,), "an integer") or item[key] < 0:
+            ok = False
+        else:
+            device[key] = item[key]
+    for key in ("uid", "gid"):
+        if key in item:
+            if c.typed("%s.%s" % (where, key), item[key], (int,), "an integer") and item[key] >= 0:
+                device[key] = item[key]
+            else:
+                ok = False
+    if "mode" in item:
+        mode = item["mode"]
+        mode = "%o" % mode if isinstance(mode, int) and not isinstance(mode, bool) else mode
+        if not isinstance(mode, str) or not MODE_RE.match(mode) or int(mode, 8) > 0o777:
+            c.error(where + ".mode", "must be an octal permission such as '0666', got %r"
+                    % (item["mode"],))
+            ok = False
+        else:
+            device["mode"] = "%04o" % int(mode, 8)
+    return device if ok else None
+
+
+ETC_FIELDS = ("hosts", "hostname", "resolv_conf", "extra_hosts")
+DNS_FIELDS = ("nameservers", "search", "options")
+
+
+def _check_etc(c, spec):
+    etc = c.fields("etc", spec.get("etc"), ETC_FIELDS)
+    out = {"hosts": True, "hostname": True, "resolv_conf": True, "extra_hosts": []}
+    for key in ("hosts", "hostname", "resolv_conf"):
+        if key in etc and c.typed("etc." + key, etc[key], (bool,), "a boolean"):
+            out[key] = etc[key]
+    raw = etc.get("extra_hosts") or []
+    if not isinstance(raw, list):
+        c.error("etc.extra_hosts", "must be a list, got %s" % _type_name(raw))
+        raw = []
+    for index, item in enumerate(raw):
+        where = "etc.extra_hosts[%d]" % index
+        item = c.fields(where, item, ("address", "names"))
+        address = item.get("address")
+        names = c.string_list(where + ".names", item.get("names"))
+        if not c.typed(where + ".address", address, (str,), "an IP address") or \
+                not _looks_like_ip(address):
+            c.error(where + ".address", "must be an IPv4 or IPv6 address, got %r" % (address,))
+            continue
+        if not names:
+            c.error(where + ".names", "must list at least one host name")
+            continue
+        for name_index, name in enumerate(names):
+            if not all(HOSTNAME_LABEL_RE.match(label) for label in name.split(".")):
+                c.error("%s.names[%d]" % (where, name_index), "is not a valid host name: %r" % name)
+        out["extra_hosts"].append({"address": address, "names": names})
+    return out
+
+
+def _looks_like_ip(text):
+    if re.match(r"^\d{1,3}(\.\d{1,3}){3}$", text):
+        return all(int(p) < 256 for p in text.split("."))
+    return bool(re.match(r"^[0-9A-Fa-f:.]+$", text)) and ":" in text
+
+
+def _check_dns(c, spec):
+    dns = c.fields("dns", spec.get("dns"), DNS_FIELDS)
+    out = {}
+    for key in DNS_FIELDS:
+        out[key] = c.string_list("dns." + key, dns.get(key))
+        for index, word in enumerate(out[key]):
+            if not word or any(ch.isspace() for ch in word):
+                c.error("dns.%s[%d]" % (key, index), "must be one word without spaces, got %r" % word)
+    for index, server in enumerate(out["nameservers"]):
+        if not _looks_like_ip(server):
+            c.error("dns.nameservers[%d]" % index, "must be an IP address, got %r" % server)
+    return out
+
+
+def _check_paths(c, spec, key, add_key, defaults):
+    paths = list(defaults)
+    if key in spec:
+        paths = c.string_list(key, spec[key])
+    extra = c.string_list(add_key, spec.get(add_key))
+    out = []
+    for where, values in ((key, paths), (add_key, extra)):
+        for index, path in enumerate(values):
+            if c.container_path("%s[%d]" % (where, index), path) and _clean(path) not in out:
+                out.append(_clean(path))
+    return out
+
+
+PROCESS_FIELDS = ("args", "env", "cwd", "user")
+
+
+def _check_process(c, spec):
+    process = c.fields("process", spec.get("process"), PROCESS_FIELDS)
+    out = {"args": ["sh"], "env": list(DEFAULT_ENV), "cwd": "/", "uid": 0, "gid": 0}
+    if "args" in process:
+        args = c.string_list("process.args", process["args"])
+        if not args and isinstance(process["args"], list):
+            c.error("process.args", "must not be empty")
+        out["args"] = args or out["args"]
+    if "env" in process:
+        out["env"] = _check_env(c, process["env"])
+    if "cwd" in process and c.container_path("process.cwd", process["cwd"], allow_root=True):
+        out["cwd"] = _clean(process["cwd"])
+    if "user" in process:
+        out["uid"], out["gid"] = _check_user(c, process["user"])
+    return out
+
+
+def _check_env(c, env):
+    if isinstance(env, dict):
+        env = ["%s=%s" % (k, "" if v is None else v) for k, v in env.items()]
+    entries = c.string_list("process.env", env)
+    for index, entry in enumerate(entries):
+        name = entry.split("=", 1)[0]
+        if "=" not in entry or not ENV_NAME_RE.match(name):
+            c.error("process.env[%d]" % index, "must be NAME=value with NAME of letters, digits and "
+                    "'_', got %r" % entry)
+    return entries
+
+
+def _check_user(c, user):
+    if isinstance(user, int) and not isinstance(user, bool):
+        user = str(user)
+    if not c.typed("process.user", user, (str,), "'uid' or 'uid:gid'"):
+        return 0, 0
+    match = re.match(r"^(\d+)(?::(\d+))?$", user)
+    if not match:
+        c.error("process.user", "must be numeric 'uid' or 'uid:gid' (names are not resolved), got %r"
+                % user)
+        return 0, 0
+    uid = int(match.group(1))
+    gid = int(match.group(2)) if match.group(2) is not None else uid
+    return uid, gid
+
+
+def _check_host_dir(c, spec, key, default):
+    value = spec.get(key, default)
+    if c.typed(key, value, (str,), "a string") and not value.startswith("/"):
+        c.error(key, "must be an absolute host path, got %r" % value)
+    return value if isinstance(value, str) else default
+
+
+def _check_duplicate_targets(c, normalised):
+    """A target may be mounted only once; report every later duplicate."""
+    seen = {}
+    etc_targets = [("etc." + name.replace(".", "_"), "/etc/" + name)
+                   for name in ("hosts", "hostname", "resolv.conf")
+                   if normalised["etc"][name.replace(".", "_")]]
+    sources = [("mounts[%d].target" % i, m["target"]) for i, m in enumerate(normalised["mounts"])]
+    sources += [("volumes[%d].target" % i, v["target"]) for i, v in enumerate(normalised["volumes"])]
+    sources += etc_targets
+    for where, target in sources:
+        if target in seen:
+            c.error(where, "target %s is already used by %s" % (target, seen[target]))
+        else:
+            seen[target] = where
+
+
+def load_spec(raw, base_dir=None):
+    """Validate `raw` (a dict) and return the normalised spec, or raise SpecError.
+
+    `base_dir` is the directory relative rootfs and volume paths are resolved against
+    (the spec file's directory).
+    """
+    c = _Checker()
+    if not isinstance(raw, dict):
+        raise SpecError([("", "a spec must be a mapping, got %s" % _type_name(raw))])
+    c.fields("", raw, TOP_FIELDS)
+    version = raw.get("version", SPEC_VERSION)
+    if version != SPEC_VERSION:
+        c.error("version", "must be %d, got %r" % (SPEC_VERSION, version))
+    spec = {"version": SPEC_VERSION, "name": _check_name(c, raw)}
+    spec["namespaces"] = _check_namespaces(c, raw)
+    spec["hostname"] = _check_hostname(c, raw, spec["namespaces"])
+    spec["rootfs"] = _check_rootfs(c, raw, base_dir)
+    spec["mounts"] = _check_mounts(c, raw)
+    spec["volumes"] = _check_volumes(c, raw, base_dir)
+    spec["devices"] = _check_devices(c, raw)
+    spec["etc"] = _check_etc(c, raw)
+    spec["dns"] = _check_dns(c, raw)
+    spec["masked_paths"] = _check_paths(c, raw, "masked_paths", "add_masked_paths",
+                                        RUNC_MASKED_PATHS)
+    spec["readonly_paths"] = _check_paths(c, raw, "readonly_paths", "add_readonly_paths",
+                                          RUNC_READONLY_PATHS)
+    spec["process"] = _check_process(c, raw)
+    spec["state_dir"] = _check_host_dir(c, raw, "state_dir", "/var/lib/containerfs")
+    spec["run_dir"] = _check_host_dir(c, raw, "run_dir", "/run/containerfs")
+    if not c.errors:
+        _check_duplicate_targets(c, spec)
+    if c.errors:
+        raise SpecError(c.errors)
+    return spec
