@@ -240,6 +240,11 @@ def _check_rootfs(c, spec, base_dir):
     for key in ("overlay", "readonly"):
         if key in rootfs and c.typed("rootfs." + key, rootfs[key], (bool,), "a boolean"):
             out[key] = rootfs[key]
+    if out["path"] and "\n" in out["path"]:
+        c.error("rootfs.path", "must not contain a newline")
+    if out["overlay"] and out["path"] and any(ch in out["path"] for ch in ",:\\"):
+        c.error("rootfs.path", "with overlay, must not contain ',', ':' or '\\' "
+                "(overlayfs option syntax), got %r" % out["path"])
     propagation = rootfs.get("propagation")
     if propagation is not None and c.typed("rootfs.propagation", propagation, (str,), "a string"):
         if propagation not in ROOT_PROPAGATIONS:
@@ -403,18 +408,20 @@ def _check_tmpfs_volume(c, where, item, volume):
     size = item.get("size")
     if size is not None:
         size = str(size) if isinstance(size, int) and not isinstance(size, bool) else size
-        if c.typed(where + ".size", size, (str,), "a size such as 64m") and not SIZE_RE.match(size):
-            c.error(where + ".size", "must be a size such as 65536k, 64m, 1g or 50%%, got %r" % size)
-        else:
-            volume["size"] = size
+        if c.typed(where + ".size", size, (str,), "a size such as 64m"):
+            if SIZE_RE.match(size):
+                volume["size"] = size
+            else:
+                c.error(where + ".size", "must be a size such as 65536k, 64m, 1g or 50%%, got %r"
+                        % size)
     mode = item.get("mode")
     if mode is not None:
-        mode = "%o" % mode if isinstance(mode, int) and not isinstance(mode, bool) else mode
-        if c.typed(where + ".mode", mode, (str,), "an octal mode such as '1777'") and \
-                not MODE_RE.match(mode):
-            c.error(where + ".mode", "must be an octal mode such as '0755' or '1777', got %r" % mode)
-        else:
-            volume["mode"] = mode.lstrip("0").rjust(4, "0") if mode.strip("0") else "0000"
+        if c.typed(where + ".mode", mode, (str,), "a quoted octal mode such as '1777'"):
+            if MODE_RE.match(mode):
+                volume["mode"] = "%04o" % int(mode, 8)
+            else:
+                c.error(where + ".mode", "must be an octal mode such as '0755' or '1777', got %r"
+                        % mode)
 
 
 DEVICE_FIELDS = ("path", "type", "major", "minor", "mode", "uid", "gid")
@@ -479,9 +486,8 @@ def _check_device_fields(c, where, item):
                 ok = False
     if "mode" in item:
         mode = item["mode"]
-        mode = "%o" % mode if isinstance(mode, int) and not isinstance(mode, bool) else mode
         if not isinstance(mode, str) or not MODE_RE.match(mode) or int(mode, 8) > 0o777:
-            c.error(where + ".mode", "must be an octal permission such as '0666', got %r"
+            c.error(where + ".mode", "must be a quoted octal permission such as '0666', got %r"
                     % (item["mode"],))
             ok = False
         else:
@@ -606,6 +612,9 @@ def _check_host_dir(c, spec, key, default):
     value = spec.get(key, default)
     if c.typed(key, value, (str,), "a string") and not value.startswith("/"):
         c.error(key, "must be an absolute host path, got %r" % value)
+    elif isinstance(value, str) and any(ch in value for ch in ",:\n\\"):
+        c.error(key, "must not contain ',', ':', '\\' or a newline (overlayfs and fstab "
+                "syntax), got %r" % value)
     return value if isinstance(value, str) else default
 
 
@@ -615,9 +624,9 @@ def _check_duplicate_targets(c, normalised):
     etc_targets = [("etc." + name.replace(".", "_"), "/etc/" + name)
                    for name in ("hosts", "hostname", "resolv.conf")
                    if normalised["etc"][name.replace(".", "_")]]
-    sources = [("mounts[%d].target" % i, m["target"]) for i, m in enumerate(normalised["mounts"])]
+    sources = etc_targets
+    sources += [("mounts[%d].target" % i, m["target"]) for i, m in enumerate(normalised["mounts"])]
     sources += [("volumes[%d].target" % i, v["target"]) for i, v in enumerate(normalised["volumes"])]
-    sources += etc_targets
     for where, target in sources:
         if target in seen:
             c.error(where, "target %s is already used by %s" % (target, seen[target]))

@@ -1,0 +1,127 @@
+"""The shell renderer: quoting, batching, and a script that shells accept."""
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._plan import build_plan
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import load_spec
+from ansible_collections.fromscratch.containerfs.plugins.plugin_utils import _render
+
+NASTY = "it's a \"test\" with $HOME, `id`, $(id), \\n and a\ttab ;& |"
+
+
+def render(**extra):
+    raw = {"name": "demo", "rootfs": {"path": "/srv/rootfs"}, "state_dir": "/s", "run_dir": "/r"}
+    raw.update(extra)
+    return _render.render_script(build_plan(load_spec(raw)))
+
+
+def full_spec():
+    return dict(
+        hostname="web", rootfs={"path": "/srv/root fs", "overlay": True, "propagation": "rshared"},
+        namespaces=["mount", "uts", "ipc", "pid", "net", "cgroup"],
+        volumes=[{"source": "/data dir", "target": "/data", "readonly": True, "propagation": "rslave"},
+                 {"type": "tmpfs", "target": "/scratch", "size": "1m", "mode": "0700"},
+                 {"source": "/etc/os-release", "target": "/etc/host-os-release"}],
+        devices=[{"path": "/dev/fuse", "major": 10, "minor": 229, "uid": 1, "gid": 2},
+                 {"path": "/dev/net/tun", "major": 10, "minor": 200}],
+        etc={"extra_hosts": [{"address": "10.0.0.9", "names": ["db"]}]},
+        dns={"nameservers": ["10.0.0.1"], "search": ["example.org"], "options": ["ndots:2"]},
+        add_masked_paths=["/etc/secret"], add_readonly_paths=["/etc"],
+        process={"args": ["sh", "-c", NASTY], "env": ["X=" + NASTY], "cwd": "/tmp", "user": "1000:1000"},
+    )
+
+
+@pytest.mark.parametrize("value", ["plain", "", "it's", "a b", "$x", "`id`", "\\", "\n", "'\"'"])
+def test_shell_quote_round_trips_through_sh(value):
+    out = subprocess.run(["sh", "-c", "printf %s " + _render.shell_quote(value)],
+                         stdout=subprocess.PIPE, check=True).stdout.decode()
+    assert out == value
+
+
+@pytest.mark.parametrize("shell", ["sh", "dash", "bash", "busybox ash"])
+def test_nasty_values_land_literally(shell, tmp_path):
+    """Values with quotes, $, backticks and backslashes survive rendering unchanged."""
+    if not shutil.which(shell.split()[0]):
+        pytest.skip("%s not installed" % shell)
+    script = render(**full_spec())
+    lines = [l for l in script.splitlines() if "X=" in l and "env" in l]
+    assert lines, "the env assignment is rendered"
+    # Evaluate the rendered words with the shell itself and compare.
+    word = re.search(r"('X=(?:[^']|'\\'')*')", lines[0]).group(1)
+    out = subprocess.run(shell.split() + ["-c", "printf %s " + word],
+                         stdout=subprocess.PIPE, check=True).stdout.decode()
+    assert out == "X=" + NASTY
+
+
+def test_every_value_from_the_spec_is_quoted():
+    script = render(**full_spec())
+    assert "'/srv/root fs'" in script
+    assert "target_in_root '/data'" in script
+    assert "NASTY" not in script and NASTY not in script  # never unquoted
+
+
+@pytest.mark.skipif(not shutil.which("shellcheck"), reason="shellcheck not installed")
+@pytest.mark.parametrize("dialect", ["sh", "dash"])
+@pytest.mark.parametrize("spec", [{}, full_spec()], ids=["default", "full"])
+def test_shellcheck_clean(tmp_path, dialect, spec):
+    path = tmp_path / "c.sh"
+    path.write_text(render(**spec))
+    proc = subprocess.run(["shellcheck", "-s", dialect, str(path)], stdout=subprocess.PIPE,
+                          universal_newlines=True)
+    assert proc.returncode == 0, proc.stdout
+
+
+@pytest.mark.parametrize("shell", ["dash", "bash", "busybox ash"])
+def test_shells_parse_it(tmp_path, shell):
+    if not shutil.which(shell.split()[0]):
+        pytest.skip("%s not installed" % shell)
+    path = tmp_path / "c.sh"
+    path.write_text(render(**full_spec()))
+    subprocess.run(shell.split() + ["-n", str(path)], check=True)
+
+
+def test_script_shape():
+    script = render(hostname="box")
+    assert script.startswith("#!/bin/sh\n")
+    assert "\nset -eu\n" in script
+    assert script.rstrip().endswith('main "$@" || exit 1')
+    code = "\n".join(l for l in script.splitlines() if not l.lstrip().startswith("#"))
+    for banned in ("runc", "crun", "docker", "podman", "containerd", "skopeo", "umoci", "python"):
+        assert not re.search(r"\b%s\b" % banned, code), banned
+
+
+def test_mounts_are_batched():
+    script = render()
+    build = script.split("build_root() {", 1)[1].split("\n}\n", 1)[0]
+    # rootfs bind and the seven default mounts need only: one batch for the mounts that
+    # sit on fresh filesystems, one for /etc binds... in all far fewer calls than mounts.
+    assert build.count("mount_batch") <= 3
+    assert build.count("add_mount") + build.count("add_cgroup") == 10
+
+
+def test_nested_target_on_fresh_filesystem_is_not_resolved_again():
+    script = render()
+    assert "target_under \"$RESOLVED_" in script  # /dev/pts under the fresh /dev tmpfs
+
+
+def test_group_steps_splits_under_bind():
+    steps = [
+        {"op": "mount", "fstype": "bind", "target": "/data", "source": "/a"},
+        {"op": "mount", "fstype": "tmpfs", "target": "/data/sub", "source": "tmpfs"},
+        {"op": "mount", "fstype": "tmpfs", "target": "/t", "source": "tmpfs"},
+        {"op": "mount", "fstype": "tmpfs", "target": "/t/x", "source": "tmpfs"},
+    ]
+    blocks = _render.group_steps(steps)
+    assert [len(b["steps"]) for b in blocks] == [1, 3]
+    assert blocks[1]["bases"] == [None, None, 1]
+
+
+def test_device_template_changes_with_devices():
+    plan_a = build_plan(load_spec({"name": "a", "rootfs": {"path": "/r"}}))
+    plan_b = build_plan(load_spec({"name": "a", "rootfs": {"path": "/r"},
+                                   "devices": [{"path": "/dev/fuse", "major": 10, "minor": 229}]}))
+    pick = lambda plan: [s for s in plan["steps"] if s["op"] in ("mknod", "symlink")]
+    assert _render.device_template_id(pick(plan_a)) != _render.device_template_id(pick(plan_b))
