@@ -141,8 +141,8 @@ class _HashingReader(object):
             self.hash.update(data)
             self.count += len(data)
             if self._limit is not None and self.count > self._limit:
-                raise LayerVerifyError("%s: blob is larger than the %d bytes its descriptor "
-                                       "declares" % (self._name, self._limit))
+                raise LayerVerifyError("%s: size mismatch: the blob is larger than the %d "
+                                       "bytes its descriptor declares" % (self._name, self._limit))
         return data
 
     def readable(self):
@@ -479,12 +479,9 @@ class TarReader(object):
             if self._pending:
                 self._skip(self._pending)
                 self._pending = 0
-            try:
-                header = self._read_exact(512)
-            except ImageInputError:
-                if self.offset == 0 and len(self._buf) == 0:
-                    return  # an empty blob: an empty layer
-                raise
+            if self.offset == 0 and not self._buf and not self._fill():
+                return  # an empty blob: an empty layer
+            header = self._read_exact(512)
             if header.count(0) == 512:
                 return  # end-of-archive marker
             try:
