@@ -1,0 +1,440 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""OCI runtime bundles: import a config.json as a spec, export a spec as a bundle.
+
+Import (`import_config`, `spec_from_bundle`) turns an OCI config.json into a *raw* spec
+(what a user would write; `_spec.load_spec` then validates it). Every field is either
+read, ignored with a warning (it only configures the runtime's process setup, which
+containerfs does not do: `IGNORED`), or refused with an error naming it (a warning, and
+the field dropped, under ``lenient``): nothing is dropped in silence.
+
+Export (`export_bundle`) turns a normalised spec into a config.json dict. The mounts come
+from the plan's own mount steps, so the exporter never re-derives options: the spec's
+`mounts`, then its `volumes`, then the generated /etc files (bind mounts of files written
+into the bundle). What has no OCI field (name, /etc settings, dns, state and run dirs, and
+where `mounts` end and `volumes` begin) goes into one annotation, `ANNOTATION`.
+
+Mapping of OCI mounts on import: a run of entries at the *end* of the list that have the
+exact shape the plan gives a volume (bind: ``[r]bind[,ro],...,<propagation>``; tmpfs:
+``nosuid,nodev[,ro],...[,size=][,mode=]``) becomes `volumes`, everything before it
+`mounts`, in order; the annotation's counts, when present and consistent, decide instead.
+So import(export(spec)) == spec. See docs/runc-users.md.
+
+Private to the collection; may change without notice. Standard library only.
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import copy
+import json
+import os
+
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _mountopts as mountopts
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _plan as plan_mod
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _spec as spec_mod
+
+OCI_VERSION = "1.0.2"
+ANNOTATION = "fromscratch.containerfs.spec"
+ETC_FILES = ("hostname", "hosts", "resolv.conf")
+
+NAMESPACES_TO_OCI = {"net": "network"}
+NAMESPACES_FROM_OCI = {"network": "net", "mount": "mount", "uts": "uts", "ipc": "ipc",
+                       "pid": "pid", "cgroup": "cgroup"}
+
+# Fields read, per object. Anything else is in IGNORED or an error.
+READ = {
+    "": ("ociVersion", "root", "hostname", "mounts", "process", "linux", "annotations"),
+    "root": ("path", "readonly"),
+    "process": ("args", "env", "cwd", "user"),
+    "process.user": ("uid", "gid", "umask", "additionalGids"),
+    "linux": ("namespaces", "devices", "maskedPaths", "readonlyPaths", "rootfsPropagation"),
+}
+
+# Runtime process setup, not filesystem: accepted, reported in one warning, not applied.
+IGNORED = {
+    "process": ("terminal", "consoleSize", "capabilities", "rlimits", "noNewPrivileges",
+                "apparmorProfile", "selinuxLabel", "oomScoreAdj", "ioPriority", "scheduler",
+                "execCPUAffinity"),
+    "linux": ("resources", "cgroupsPath", "seccomp", "intelRdt", "personality", "memoryPolicy"),
+}
+
+# Why some notable unsupported fields are refused (the message of their error).
+UNSUPPORTED_WHY = {
+    "hooks": "hooks run programs during setup; containerfs runs none",
+    "domainname": "the domain name is not set by containerfs",
+    "linux.uidMappings": "user namespaces are not supported",
+    "linux.gidMappings": "user namespaces are not supported",
+    "linux.sysctl": "sysctls are not written by containerfs",
+    "linux.mountLabel": "SELinux mount labels are not supported",
+    "linux.timeOffsets": "time namespaces are not supported",
+    "linux.netDevices": "network devices are not moved by containerfs",
+    "process.user.additionalGids": "supplementary groups are not set (the process runs "
+                                   "with none)",
+    "process.user.umask": "the process umask is always 0022",
+}
+
+
+class _Importer:
+    """Reads one config.json; collects errors (or, lenient, warnings) with field paths."""
+
+    def __init__(self, lenient):
+        self.lenient = lenient
+        self.errors = []
+        self.warnings = []
+        self.ignored = []
+
+    def unsupported(self, path, message):
+        if self.lenient:
+            self.warnings.append("%s: %s (ignored: --lenient)" % (path, message))
+        else:
+            self.errors.append((path, message))
+
+    def fields(self, path, value):
+        """Return `value` as a dict; report every key neither read nor ignored."""
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.errors.append((path or "(config)", "must be an object"))
+            return {}
+        for key in value:
+            where = "%s.%s" % (path, key) if path else key
+            if key in READ.get(path, ()):
+                continue
+            if key in IGNORED.get(path, ()):
+                if value[key] not in (None, False, [], {}, ""):
+                    self.ignored.append(where)
+                continue
+            self.unsupported(where, UNSUPPORTED_WHY.get(where, "not supported by containerfs"))
+        return value
+
+
+def import_config(config, bundle_dir, lenient=False, name=None):
+    """Return (raw spec, warnings) for an OCI config dict; raise SpecError on errors.
+
+    `bundle_dir` is where relative root and bind paths are resolved (as runc does).
+    """
+    imp = _Importer(lenient)
+    top = imp.fields("", config)
+    version = str(top.get("ociVersion", ""))
+    if not version.startswith("1."):
+        imp.errors.append(("ociVersion", "must be a 1.x runtime-spec version, got %r" % version))
+    ours = _annotation(imp, top.get("annotations"))
+    raw = {"name": name or ours.get("name") or _name_from(bundle_dir)}
+    linux = imp.fields("linux", top.get("linux"))
+    raw["namespaces"] = _import_namespaces(imp, linux.get("namespaces") or [])
+    raw["hostname"] = top.get("hostname") or None
+    raw["rootfs"] = _import_root(imp, top.get("root"), linux, bundle_dir)
+    mounts, volumes, etc = _import_mounts(imp, top.get("mounts") or [], ours, bundle_dir)
+    if mounts != _default_mounts():
+        raw["mounts"] = mounts
+    if volumes:
+        raw["volumes"] = volumes
+    raw["etc"] = etc
+    for key in ("dns", "state_dir", "run_dir"):
+        if ours.get(key):
+            raw[key] = ours[key]
+    devices = _import_devices(imp, linux.get("devices") or [])
+    if devices:
+        raw["devices"] = devices
+    for key, oci, default in (("masked_paths", "maskedPaths", spec_mod.RUNC_MASKED_PATHS),
+                              ("readonly_paths", "readonlyPaths", spec_mod.RUNC_READONLY_PATHS)):
+        paths = linux.get(oci) or []
+        if list(paths) != list(default):
+            raw[key] = paths
+    raw["process"] = _import_process(imp, top.get("process"))
+    if imp.errors:
+        raise spec_mod.SpecError(imp.errors)
+    warnings = list(imp.warnings)
+    if imp.ignored:
+        warnings.append("ignored (runtime process setup, not done by containerfs): %s"
+                        % ", ".join(imp.ignored))
+    return raw, warnings
+
+
+def spec_from_bundle(bundle_dir, lenient=False):
+    """Read BUNDLE/config.json as `runc run --bundle` does; return (raw spec, warnings)."""
+    path = os.path.join(bundle_dir, "config.json")
+    try:
+        with open(path) as f:
+            config = json.load(f)
+    except (OSError, IOError) as exc:
+        raise spec_mod.SpecError([("", "cannot read %s: %s" % (path, exc.strerror))])
+    except ValueError as exc:
+        raise spec_mod.SpecError([("", "%s is not valid JSON: %s" % (path, exc))])
+    return import_config(config, os.path.abspath(bundle_dir), lenient=lenient)
+
+
+def _name_from(bundle_dir):
+    base = os.path.basename(os.path.abspath(bundle_dir).rstrip("/")) or "container"
+    name = "".join(ch if ch.isalnum() or ch in "_.-" else "-" for ch in base).lstrip("_.-")
+    return name[:128] or "container"
+
+
+def _annotation(imp, annotations):
+    if not isinstance(annotations, dict) or ANNOTATION not in annotations:
+        return {}
+    try:
+        ours = json.loads(annotations[ANNOTATION])
+    except (TypeError, ValueError):
+        imp.errors.append(("annotations.%s" % ANNOTATION, "must be a JSON object"))
+        return {}
+    return ours if isinstance(ours, dict) else {}
+
+
+def _import_root(imp, root, linux, bundle_dir):
+    root = imp.fields("root", root)
+    if not root.get("path"):
+        imp.errors.append(("root.path", "is required"))
+    path = os.path.join(bundle_dir, root.get("path") or "")
+    out = {"path": os.path.normpath(path), "readonly": bool(root.get("readonly", False))}
+    if linux.get("rootfsPropagation"):
+        out["propagation"] = linux["rootfsPropagation"]
+    return out
+
+
+def _import_namespaces(imp, namespaces):
+    out = []
+    for index, item in enumerate(namespaces):
+        where = "linux.namespaces[%d]" % index
+        kind = item.get("type") if isinstance(item, dict) else None
+        if kind not in NAMESPACES_FROM_OCI:
+            imp.unsupported(where + ".type", "namespace %r is not supported (supported: %s)"
+                            % (kind, ", ".join(sorted(NAMESPACES_FROM_OCI))))
+            continue
+        entry = {"type": NAMESPACES_FROM_OCI[kind]}
+        if item.get("path"):
+            entry["path"] = item["path"]
+        out.append(entry)
+    return out
+
+
+def _import_process(imp, process):
+    process = imp.fields("process", process)
+    out = {}
+    for key in ("args", "env", "cwd"):
+        if key in process:
+            out[key] = process[key]
+    user = imp.fields("process.user", process.get("user"))
+    if user.get("umask") not in (None, 0o022):
+        imp.unsupported("process.user.umask", UNSUPPORTED_WHY["process.user.umask"])
+    if user.get("additionalGids"):
+        imp.unsupported("process.user.additionalGids",
+                        UNSUPPORTED_WHY["process.user.additionalGids"])
+    if user.get("uid") or user.get("gid"):
+        out["user"] = "%s:%s" % (user.get("uid", 0), user.get("gid", 0))
+    return out
+
+
+def _import_devices(imp, devices):
+    out = []
+    for index, item in enumerate(devices):
+        where = "linux.devices[%d]" % index
+        item = dict(item) if isinstance(item, dict) else {}
+        device = {}
+        for key in item:
+            if key in ("path", "type", "major", "minor", "uid", "gid"):
+                device[key] = item[key]
+            elif key == "fileMode":
+                device["mode"] = "%04o" % (item[key] & 0o7777) if isinstance(item[key], int) \
+                    else item[key]
+            else:
+                imp.unsupported("%s.%s" % (where, key), "not supported by containerfs")
+        if device.get("path") == "/dev/ptmx":
+            imp.warnings.append("%s: /dev/ptmx is always a symlink to pts/ptmx (as runc does); "
+                                "entry skipped" % where)
+            continue
+        if not _is_default_device(device):
+            out.append(device)
+    return out
+
+
+def _is_default_device(device):
+    for default in spec_mod.DEFAULT_DEVICES:
+        if all(device.get(k) == v for k, v in default.items()) and \
+                device.get("mode", "0666") == "0666" and not device.get("uid") and not device.get("gid"):
+            return True
+    return False
+
+
+# ---------------------------------------------------------------------------------------
+# Mounts
+# ---------------------------------------------------------------------------------------
+
+def _default_mounts():
+    return [dict(m) for m in spec_mod.RUNC_DEFAULT_MOUNTS]
+
+
+def _import_mounts(imp, oci_mounts, ours, bundle_dir):
+    """Split the OCI list into (mounts, volumes, etc); see the module docstring."""
+    entries = []
+    for index, item in enumerate(oci_mounts):
+        entry = _import_mount(imp, "mounts[%d]" % index, item, bundle_dir)
+        if entry is not None:
+            entries.append(entry)
+    etc_flags = ours.get("etc") or {}
+    etc = {"hosts": False, "hostname": False, "resolv_conf": False}
+    for key in ("extra_hosts",):
+        if etc_flags.get(key):
+            etc[key] = etc_flags[key]
+    # Generated /etc files come last (plan order); take them off the end.
+    while entries and etc_flags:
+        name = entries[-1]["target"][len("/etc/"):]
+        key = name.replace(".", "_")
+        if name in ETC_FILES and etc_flags.get(key) and not etc[key] \
+                and entries[-1]["options"] == ["bind"]:
+            etc[key] = True
+            entries.pop()
+        else:
+            break
+    count = ours.get("mounts")
+    if not isinstance(count, int) or count > len(entries) or \
+            not all(_as_volume(e) for e in entries[count:]):
+        count = len(entries)
+        while count and _as_volume(entries[count - 1]):
+            count -= 1
+    return entries[:count], [_as_volume(e) for e in entries[count:]], etc
+
+
+def _import_mount(imp, where, item, bundle_dir):
+    if not isinstance(item, dict):
+        imp.errors.append((where, "must be an object"))
+        return None
+    ok = True
+    for key in item:
+        if key not in ("destination", "type", "source", "options"):
+            imp.unsupported("%s.%s" % (where, key), "not supported by containerfs")
+    options = []
+    for index, word in enumerate(item.get("options") or []):
+        if word in mountopts.RUNTIME_WORDS:
+            imp.unsupported("%s.options[%d]" % (where, index),
+                            "option %r is not supported by containerfs" % word)
+        else:
+            options.append(word)
+    kind = item.get("type") or ("bind" if mountopts.is_bind(options) else None)
+    if mountopts.is_bind(options) and kind == "none":
+        kind = "bind"
+    if kind not in mountopts.FILESYSTEM_TYPES:
+        imp.unsupported(where + ".type", "mount type %r is not supported (supported: %s)"
+                        % (kind, ", ".join(mountopts.FILESYSTEM_TYPES)))
+        ok = False
+    if not str(item.get("destination", "")).startswith("/"):
+        imp.errors.append((where + ".destination", "must be an absolute path, got %r"
+                           % (item.get("destination"),)))
+        ok = False
+    if not ok:
+        return None
+    source = item.get("source", kind)
+    if kind == "bind" and isinstance(source, str) and not source.startswith("/"):
+        source = os.path.normpath(os.path.join(bundle_dir, source))  # as runc: bundle-relative
+    return {"target": item["destination"], "type": kind, "source": source, "options": options}
+
+
+def _as_volume(entry):
+    """The volume whose plan step is exactly this mount, or None."""
+    options = list(entry["options"])
+    if entry["type"] == "bind" and options and options[0] in ("bind", "rbind") \
+            and options[-1] in mountopts.PROPAGATION_WORDS:
+        volume = {"type": "bind", "source": entry["source"], "target": entry["target"],
+                  "recursive": options[0] == "rbind", "propagation": options[-1]}
+        middle = options[1:-1]
+        volume["readonly"] = bool(middle) and middle[0] == "ro"
+        volume["options"] = middle[1:] if volume["readonly"] else middle
+        if any(mountopts.is_bind([w]) or w in mountopts.PROPAGATION_WORDS for w in middle):
+            return None
+        return volume
+    if entry["type"] == "tmpfs" and entry["source"] == "tmpfs" and options[:2] == ["nosuid", "nodev"]:
+        volume = {"type": "tmpfs", "target": entry["target"]}
+        rest = options[2:]
+        volume["readonly"] = bool(rest) and rest[0] == "ro"
+        rest = rest[1:] if volume["readonly"] else rest
+        for key in ("mode", "size"):
+            if rest and rest[-1].startswith(key + "="):
+                volume[key] = rest.pop()[len(key) + 1:]
+        if any(w.startswith(("size=", "mode=")) for w in rest) or "ro" in rest:
+            return None
+        volume["options"] = rest
+        return volume
+    return None
+
+
+# ---------------------------------------------------------------------------------------
+# Export
+# ---------------------------------------------------------------------------------------
+
+def export_bundle(spec, bundle_dir):
+    """Return (config dict, {bundle-relative path: (content or None, host source)}).
+
+    `spec` is normalised; /etc files are written into BUNDLE/etc/ by the caller (content,
+    or a copy of the host file when content is None). Raises SpecError for what has no
+    OCI form.
+    """
+    if spec["rootfs"]["overlay"]:
+        raise spec_mod.SpecError([("rootfs.overlay", "an OCI bundle has no overlay root; "
+                                   "export a spec with overlay: false")])
+    bundle_dir = os.path.abspath(bundle_dir)
+    plan = plan_mod.build_plan(spec)
+    etc_dir = plan["paths"]["etc"]
+    files = {}
+    for step in plan["steps"]:
+        if step["op"] in ("write_file", "copy_file") and os.path.dirname(step["path"]) == etc_dir:
+            rel = os.path.join("etc", os.path.basename(step["path"]))
+            files[rel] = (step.get("content"), step.get("source"))
+    mounts = []
+    for step in plan["steps"]:
+        if step["op"] == "cgroup":
+            mounts.append({"destination": step["target"], "type": "cgroup", "source": "cgroup",
+                           "options": list(step["options"])})
+        elif step["op"] == "mount":
+            source = step["source"]
+            if step["fstype"] == "bind" and os.path.dirname(source) == etc_dir:
+                source = os.path.join(bundle_dir, "etc", os.path.basename(source))
+            mounts.append({"destination": step["target"], "type": step["fstype"],
+                           "source": source, "options": list(step["options"])})
+    config = {
+        "ociVersion": OCI_VERSION,
+        "root": {"path": spec["rootfs"]["path"], "readonly": spec["rootfs"]["readonly"]},
+        "mounts": mounts,
+        "process": _export_process(spec["process"]),
+        "linux": _export_linux(spec),
+        "annotations": {ANNOTATION: json.dumps(_annotation_of(spec), sort_keys=True)},
+    }
+    if spec["hostname"]:
+        config["hostname"] = spec["hostname"]
+    return config, files
+
+
+def _annotation_of(spec):
+    return {"name": spec["name"], "etc": copy.deepcopy(spec["etc"]), "dns": spec["dns"],
+            "state_dir": spec["state_dir"], "run_dir": spec["run_dir"],
+            "mounts": len(spec["mounts"])}
+
+
+def _export_process(process):
+    return {"terminal": False, "user": {"uid": process["uid"], "gid": process["gid"]},
+            "args": list(process["args"]), "env": list(process["env"]), "cwd": process["cwd"]}
+
+
+def _export_linux(spec):
+    namespaces = []
+    for ns in spec["namespaces"]:
+        entry = {"type": NAMESPACES_TO_OCI.get(ns["type"], ns["type"])}
+        if ns["path"]:
+            entry["path"] = ns["path"]
+        namespaces.append(entry)
+    devices = []
+    for device in spec["devices"]:
+        if _is_default_device(device):
+            continue  # runc and crun add these themselves
+        entry = {"path": device["path"], "type": device["type"], "fileMode": int(device["mode"], 8),
+                 "uid": device["uid"], "gid": device["gid"]}
+        if device["type"] != "p":
+            entry.update(major=device["major"], minor=device["minor"])
+        devices.append(entry)
+    linux = {"namespaces": namespaces, "maskedPaths": list(spec["masked_paths"]),
+             "readonlyPaths": list(spec["readonly_paths"])}
+    if devices:
+        linux["devices"] = devices
+    if spec["rootfs"]["propagation"]:
+        linux["rootfsPropagation"] = spec["rootfs"]["propagation"]
+    return linux
