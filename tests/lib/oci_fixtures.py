@@ -246,8 +246,8 @@ def docker_archive(path, layers, repotag="test:latest", legacy=True, as_tar=True
         with open(os.path.join(root, cfg_hex + ".json"), "wb") as f:
             f.write(cfg)
         seen = {}
-        for t in layers:
-            h = sha(t + b"id")[7:]
+        for i, t in enumerate(layers):
+            h = sha(t + b"id%d" % i)[7:]
             os.makedirs(os.path.join(root, h))
             if sha(t) in seen:   # docker links duplicate layers
                 os.symlink("../%s/layer.tar" % seen[sha(t)], os.path.join(root, h, "layer.tar"))

@@ -1,0 +1,1105 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The image store: reading image sources, and the content-addressed layer store.
+
+PRIVATE to the collection: it can have breaking changes at any time. Standard library
+only, no ``ansible.*`` import: the module on the targets and the CLI (Python 3 + jinja2 +
+pyyaml) both import it. Errors are typed (`ImageError` and subclasses), never exits.
+
+Sources (``format``, ``auto`` detects; each reader is one entry of `SOURCE_FORMATS`):
+
+* ``oci``: an OCI image layout (``oci-layout``, ``index.json``, ``blobs/``), as a
+  directory or a tar of one (``oci-archive``); nested indexes; pick by ``tag``
+  (``org.opencontainers.image.ref.name``), ``digest`` and ``platform``.
+* ``docker-archive``: what ``docker save`` writes (``manifest.json``; legacy
+  ``<id>/layer.tar`` or the newer OCI-inside form), as a .tar or an unpacked directory.
+* ``tarball``: a root filesystem tar (``docker export``), plain/gz/xz/zst: one layer.
+* ``dir``: a root filesystem directory, used as-is (its path is the only lowerdir).
+
+Store layout (root defaults to /var/lib/containerfs)::
+
+    layers/sha256/<diff_id hex>/       unpacked layer, shared by every image (0700 parent)
+    layers/sha256/<diff_id hex>.json   metadata; its presence means "complete and verified"
+    images/<name>.json                 image record: layers (bottom first), manifest and
+                                       config digests, config defaults
+    refs/*.json, containers/*/image.json  other users of layers (never garbage-collected)
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import platform as _platform
+import re
+import shutil
+import tarfile
+import tempfile
+import time
+
+try:
+    from urllib.parse import quote, unquote
+except ImportError:  # pragma: no cover
+    from urllib import quote, unquote
+
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _layers
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._layers import (  # noqa: F401
+    ImageError, ImageInputError, LayerVerifyError, UnsafeLayerError,
+)
+
+DEFAULT_ROOT = "/var/lib/containerfs"
+RECORD_SCHEMA = 1
+MAX_JSON_BLOB = 16 << 20
+
+MT_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+MT_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+MT_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+MT_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+INDEX_TYPES = (MT_OCI_INDEX, MT_DOCKER_LIST)
+MANIFEST_TYPES = (MT_OCI_MANIFEST, MT_DOCKER_MANIFEST)
+LAYER_TYPES = {
+    "application/vnd.oci.image.layer.v1.tar": None,
+    "application/vnd.oci.image.layer.v1.tar+gzip": "gzip",
+    "application/vnd.oci.image.layer.v1.tar+zstd": "zstd",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar": None,
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip": "gzip",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd": "zstd",
+    "application/vnd.docker.image.rootfs.diff.tar": None,
+    "application/vnd.docker.image.rootfs.diff.tar.gzip": "gzip",
+    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip": "gzip",
+}
+REF_NAME = "org.opencontainers.image.ref.name"
+CONTAINERD_NAME = "io.containerd.image.name"
+CONFIG_KEYS = ("Entrypoint", "Cmd", "Env", "WorkingDir", "User", "Volumes", "ExposedPorts",
+               "Labels", "StopSignal")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+/-]{0,254}$")
+
+
+class ImageNotFoundError(ImageInputError):
+    """The tag, digest or platform asked for is not in the source."""
+
+
+# --------------------------------------------------------------------------- platforms
+
+_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64",
+         "i386": "386", "i686": "386", "ppc64le": "ppc64le", "s390x": "s390x",
+         "riscv64": "riscv64", "mips64": "mips64le", "loongarch64": "loong64"}
+
+
+def host_platform():
+    """The host's OCI platform as a dict: os, architecture, variant (maybe None)."""
+    machine = _platform.machine().lower()
+    if machine.startswith("armv"):
+        return {"os": "linux", "architecture": "arm", "variant": "v" + machine[4]}
+    arch = _ARCH.get(machine, machine)
+    return {"os": "linux", "architecture": arch, "variant": "v8" if arch == "arm64" else None}
+
+
+def parse_platform(text):
+    """'linux/arm64/v8', 'arm64' -> dict; raises ImageInputError."""
+    parts = [p for p in (text or "").split("/")]
+    if not text or any(not p for p in parts) or len(parts) > 3:
+        raise ImageInputError("malformed platform %r (expected os/arch[/variant], e.g. "
+                              "linux/amd64 or linux/arm/v7)" % (text,))
+    if len(parts) == 1:
+        parts = ["linux"] + parts
+    return {"os": parts[0], "architecture": parts[1],
+            "variant": parts[2] if len(parts) > 2 else None}
+
+
+def format_platform(p):
+    if not p:
+        return None
+    text = "%s/%s" % (p.get("os"), p.get("architecture"))
+    return text + "/" + p["variant"] if p.get("variant") else text
+
+
+def _variant(p):
+    v = p.get("variant")
+    if not v and p.get("architecture") == "arm64":
+        return "v8"
+    return v or None
+
+
+def _platform_rank(candidate, wanted, explicit):
+    """0 = exact, 1 = acceptable, None = no match."""
+    if not candidate:
+        return None
+    if candidate.get("os") != wanted["os"] or candidate.get("architecture") != wanted["architecture"]:
+        return None
+    have, want = _variant(candidate), _variant(wanted)
+    if have == want:
+        return 0
+    if explicit and want:
+        return None
+    return 1 if have is None or want is None else 2
+
+
+# --------------------------------------------------------------------------- source fs
+
+def _clean_rel(rel, where):
+    parts = []
+    for part in rel.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            raise ImageInputError("%s: path %r leaves the source; refusing it" % (where, rel))
+        parts.append(part)
+    if not parts:
+        raise ImageInputError("%s: empty path %r" % (where, rel))
+    return "/".join(parts)
+
+
+def _norm_in_archive(path, where):
+    """Lexically resolve a link target inside an archive; refuse leaving its root."""
+    parts = []
+    for part in path.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not parts:
+                raise ImageInputError("%s: link target %r leaves the archive" % (where, path))
+            parts.pop()
+        else:
+            parts.append(part)
+    return "/".join(parts)
+
+
+class DirSource(object):
+    """Files of an image source kept in a directory."""
+
+    def __init__(self, path):
+        self.path = path
+        self.root = os.path.realpath(path)
+
+    def _real(self, rel):
+        rel = _clean_rel(rel, self.path)
+        real = os.path.realpath(os.path.join(self.root, rel))
+        if not real.startswith(self.root + "/"):
+            raise ImageInputError("%s: %r resolves outside the source (%s); refusing it" % (
+                self.path, rel, real))
+        return real
+
+    def exists(self, rel):
+        return os.path.isfile(self._real(rel))
+
+    def size(self, rel):
+        return os.stat(self._real(rel)).st_size
+
+    def open(self, rel):
+        try:
+            return open(self._real(rel), "rb", buffering=0)
+        except (IOError, OSError) as exc:
+            raise ImageInputError("%s: cannot open %r: %s" % (self.path, rel, exc.strerror))
+
+    def close(self):
+        pass
+
+
+class TarSource(object):
+    """Files of an image source kept in an uncompressed tar (docker save, oci-archive)."""
+
+    def __init__(self, path):
+        self.path = path
+        try:
+            self.tar = tarfile.open(path, "r:")
+        except (tarfile.TarError, IOError, OSError) as exc:
+            raise ImageInputError("%s: not a readable tar archive: %s" % (path, exc))
+        self.members = {}
+        for m in self.tar.getmembers():
+            name = "/".join(p for p in m.name.split("/") if p not in ("", "."))
+            if name:
+                self.members[name] = m
+
+    def _member(self, rel):
+        rel = _clean_rel(rel, self.path)
+        for _hop in range(16):
+            m = self.members.get(rel)
+            if m is None:
+                return None
+            if m.isfile():
+                return m
+            if m.issym():   # docker save links duplicate layers: resolve inside the tar
+                base = rel.rpartition("/")[0]
+                rel = _norm_in_archive(base + "/" + m.linkname if base else m.linkname,
+                                       self.path)
+            elif m.islnk():
+                rel = _norm_in_archive(m.linkname, self.path)
+            else:
+                return None
+        raise ImageInputError("%s: too many links resolving %r" % (self.path, rel))
+
+    def exists(self, rel):
+        try:
+            return self._member(rel) is not None
+        except ImageInputError:
+            return False
+
+    def size(self, rel):
+        return self._member(rel).size
+
+    def open(self, rel):
+        m = self._member(rel)
+        if m is None:
+            raise ImageInputError("%s: %r is missing from the archive" % (self.path, rel))
+        return self.tar.extractfile(m)
+
+    def close(self):
+        self.tar.close()
+
+
+_ARCHIVE_TOP = re.compile(r"^(blobs|index\.json|oci-layout|manifest\.json|repositories|"
+                          r"[0-9a-f]{64}(\.json)?)$")
+
+
+def detect_format(source):
+    """'oci', 'docker-archive', 'tarball' or 'dir' for a path; ImageInputError if none."""
+    if os.path.isdir(source):
+        if os.path.isfile(os.path.join(source, "oci-layout")):
+            return "oci"
+        if os.path.isfile(os.path.join(source, "manifest.json")):
+            return "docker-archive"
+        return "dir"
+    if not os.path.isfile(source):
+        raise ImageInputError("source %r does not exist (or is not a file or directory)"
+                              % source)
+    with open(source, "rb") as f:
+        head = f.read(512)
+    if _layers.sniff_compression(head):
+        return "tarball"
+    if not tarfile.is_tarfile(source):
+        raise ImageInputError("source %r is neither a directory nor a tar archive "
+                              "(plain, gzip, xz or zstd)" % source)
+    seen = set()
+    try:
+        with tarfile.open(source, "r:") as tar:
+            for m in tar:
+                parts = [p for p in m.name.split("/") if p not in ("", ".")]
+                if not parts:
+                    continue
+                if not _ARCHIVE_TOP.match(parts[0]):
+                    return "tarball"   # a root filesystem entry: stop reading early
+                seen.add(parts[0])
+    except tarfile.TarError as exc:
+        raise ImageInputError("source %r: unreadable tar archive: %s" % (source, exc))
+    if "oci-layout" in seen:
+        return "oci"
+    if "manifest.json" in seen:
+        return "docker-archive"
+    return "tarball"
+
+
+def open_source(source):
+    return DirSource(source) if os.path.isdir(source) else TarSource(source)
+
+
+# --------------------------------------------------------------------------- resolvers
+
+def _blob_path(digest):
+    algo, hexpart = _layers.split_digest(digest)
+    return "blobs/%s/%s" % (algo, hexpart)
+
+
+def _read_json(fs, rel, what):
+    try:
+        with fs.open(rel) as f:
+            data = f.read(MAX_JSON_BLOB + 1)
+    except ImageError:
+        raise
+    except (IOError, OSError) as exc:
+        raise ImageInputError("%s: cannot read %s %r: %s" % (fs.path, what, rel, exc))
+    return _parse_json(data, fs, what, rel)
+
+
+def _parse_json(data, fs, what, rel):
+    if len(data) > MAX_JSON_BLOB:
+        raise ImageInputError("%s: %s %r is larger than %d bytes" % (
+            fs.path, what, rel, MAX_JSON_BLOB))
+    try:
+        return json.loads(data.decode("utf-8"))
+    except ValueError as exc:
+        raise ImageInputError("%s: %s %r is not valid JSON: %s" % (fs.path, what, rel, exc))
+
+
+def _read_json_blob(fs, desc, what):
+    """Read a small JSON blob named by a descriptor and verify its size and digest."""
+    import hashlib
+    digest = desc.get("digest")
+    rel = _blob_path(digest)
+    if not fs.exists(rel):
+        raise ImageInputError("%s: %s blob %s is missing from the source" % (fs.path, what, digest))
+    with fs.open(rel) as f:
+        data = f.read(MAX_JSON_BLOB + 1)
+    algo = _layers.split_digest(digest)[0]
+    actual = "%s:%s" % (algo, hashlib.new(algo, data).hexdigest())
+    if desc.get("size") is not None and len(data) != desc["size"]:
+        raise LayerVerifyError("%s: %s blob %s: size mismatch: the descriptor says %d bytes, "
+                               "the blob has %d" % (fs.path, what, digest, desc["size"], len(data)))
+    if actual != digest:
+        raise LayerVerifyError("%s: %s blob %s: digest mismatch (the blob is %s)" % (
+            fs.path, what, digest, actual))
+    return _parse_json(data, fs, what, rel), actual
+
+
+def _ref_matches(wanted, ref):
+    if not ref:
+        return False
+    return ref == wanted or ref.endswith("/" + wanted) or (
+        ":" not in wanted and "/" not in wanted and ref.rpartition(":")[2] == wanted
+        and "/" not in ref.rpartition(":")[2])
+
+
+def _kind(desc, doc=None):
+    mt = desc.get("mediaType") or (doc or {}).get("mediaType")
+    if mt in INDEX_TYPES:
+        return "index"
+    if mt in MANIFEST_TYPES:
+        return "manifest"
+    if doc is not None:
+        if "manifests" in doc:
+            return "index"
+        if "layers" in doc:
+            return "manifest"
+    return None
+
+
+def _select_platform(fs, index, wanted, explicit, where):
+    best = None
+    seen = []
+    for d in index.get("manifests") or []:
+        p = d.get("platform")
+        if p:
+            seen.append(format_platform(p))
+        rank = _platform_rank(p, wanted, explicit)
+        if rank is not None and (best is None or rank < best[0]):
+            best = (rank, d)
+    if best is None:
+        raise ImageNotFoundError("%s: no manifest for platform %s in %s (available: %s)" % (
+            fs.path, format_platform(wanted), where, ", ".join(sorted(set(seen))) or "none"))
+    return best[1]
+
+
+def _descend(fs, desc, wanted, explicit, depth=0):
+    """From a descriptor (index or manifest) to (manifest descriptor, manifest)."""
+    if depth > 8:
+        raise ImageInputError("%s: indexes nested too deeply" % fs.path)
+    doc, _digest = _read_json_blob(fs, desc, "manifest")
+    kind = _kind(desc, doc)
+    if kind == "manifest":
+        return desc, doc
+    if kind == "index":
+        child = _select_platform(fs, doc, wanted, explicit, "index %s" % desc["digest"])
+        return _descend(fs, child, wanted, explicit, depth + 1)
+    raise ImageInputError("%s: %s has an unsupported media type %r (docker schema 1 "
+                          "manifests and artifacts are not images)" % (
+                              fs.path, desc.get("digest"), desc.get("mediaType")))
+
+
+def _find_digest(fs, index, digest, depth=0):
+    for d in index.get("manifests") or []:
+        if d.get("digest") == digest:
+            return d
+    if depth < 4:
+        for d in index.get("manifests") or []:
+            if _kind(d) == "index":
+                doc, _ = _read_json_blob(fs, d, "index")
+                found = _find_digest(fs, doc, digest, depth + 1)
+                if found:
+                    return found
+    return None
+
+
+def _config_defaults(config):
+    c = (config or {}).get("config") or {}
+    out = {}
+    for key in CONFIG_KEYS:
+        value = c.get(key)
+        if value is None:
+            continue
+        if key in ("Volumes", "ExposedPorts") and isinstance(value, dict):
+            value = sorted(value)
+        out[key] = value
+    return out
+
+
+def _image_from_manifest(fs, mdesc, manifest, where):
+    cdesc = manifest.get("config") or {}
+    if not cdesc.get("digest"):
+        raise ImageInputError("%s: manifest %s has no config" % (fs.path, where))
+    config, config_digest = _read_json_blob(fs, cdesc, "config")
+    diff_ids = ((config.get("rootfs") or {}).get("diff_ids")) or []
+    descs = manifest.get("layers") or []
+    if len(diff_ids) != len(descs):
+        raise ImageInputError("%s: manifest %s lists %d layers but its config has %d "
+                              "diff_ids" % (fs.path, where, len(descs), len(diff_ids)))
+    layers = []
+    for i, (d, diff_id) in enumerate(zip(descs, diff_ids)):
+        mt = d.get("mediaType")
+        if mt not in LAYER_TYPES:
+            raise ImageInputError("%s: layer %d (%s) has an unsupported media type %r" % (
+                fs.path, i, d.get("digest"), mt))
+        _layers.split_digest(diff_id)
+        rel = _blob_path(d.get("digest"))
+        if not fs.exists(rel):
+            raise ImageInputError("%s: layer blob %s is missing from the source%s" % (
+                fs.path, d.get("digest"), " (a foreign layer with urls)" if d.get("urls") else ""))
+        layers.append({"diff_id": diff_id, "digest": d["digest"], "size": d.get("size"),
+                       "media_type": mt, "path": rel, "compression": LAYER_TYPES[mt]})
+    plat = {"os": config.get("os"), "architecture": config.get("architecture"),
+            "variant": config.get("variant")}
+    return {"manifest_digest": mdesc.get("digest"), "config_digest": config_digest,
+            "config": _config_defaults(config), "platform": format_platform(plat),
+            "layers": layers, "rootfs": None}
+
+
+def _one_per_platform(descs):
+    plats = [format_platform(d.get("platform")) for d in descs]
+    return all(plats) and len(set(plats)) == len(plats) and all(
+        _kind(d) == "manifest" for d in descs)
+
+
+def resolve_oci(fs, tag=None, digest=None, platform=None):
+    """Pick one image of an OCI layout: by digest, by tag, or the only one."""
+    layout = _read_json(fs, "oci-layout", "oci-layout")
+    if not isinstance(layout, dict) or "imageLayoutVersion" not in layout:
+        raise ImageInputError("%s: oci-layout has no imageLayoutVersion" % fs.path)
+    index = _read_json(fs, "index.json", "index")
+    wanted = parse_platform(platform) if platform else host_platform()
+    tops = index.get("manifests") or []
+    if digest:
+        _layers.split_digest(digest)
+        desc = _find_digest(fs, index, digest)
+        if desc is None:
+            raise ImageNotFoundError("%s: no manifest or index with digest %s" % (fs.path, digest))
+    elif tag:
+        found = {}
+        for d in tops:
+            ann = d.get("annotations") or {}
+            if _ref_matches(tag, ann.get(REF_NAME)) or _ref_matches(tag, ann.get(CONTAINERD_NAME)):
+                found[d.get("digest")] = d
+        if not found:
+            tags = sorted(set((d.get("annotations") or {}).get(REF_NAME) or "?" for d in tops))
+            raise ImageNotFoundError("%s: no image tagged %r (tags: %s)" % (
+                fs.path, tag, ", ".join(tags) or "none"))
+        if len(found) > 1:
+            raise ImageInputError("%s: tag %r is ambiguous (%s); give the full reference or "
+                                  "a digest" % (fs.path, tag, ", ".join(sorted(found))))
+        desc = list(found.values())[0]
+    elif len(tops) == 1:
+        desc = tops[0]
+    elif _one_per_platform(tops):
+        # index.json itself is the multi-platform index (one manifest per platform)
+        desc = _select_platform(fs, index, wanted, bool(platform), "index.json")
+    else:
+        tags = sorted(set((d.get("annotations") or {}).get(REF_NAME) or d.get("digest")
+                          for d in tops))
+        raise ImageInputError("%s: the layout holds %d images (%s); choose one with tag or "
+                              "digest" % (fs.path, len(tops), ", ".join(tags) or "none"))
+    mdesc, manifest = _descend(fs, desc, wanted, bool(platform))
+    image = _image_from_manifest(fs, mdesc, manifest, mdesc.get("digest"))
+    if platform and image["platform"] and _platform_rank(
+            parse_platform(image["platform"]), wanted, True) is None:
+        raise ImageNotFoundError("%s: the selected image is for %s, not %s" % (
+            fs.path, image["platform"], platform))
+    return image
+
+
+def resolve_docker_archive(fs, tag=None, digest=None, platform=None):
+    """Pick one image of a `docker save` archive (manifest.json)."""
+    import hashlib
+    entries = _read_json(fs, "manifest.json", "manifest.json")
+    if not isinstance(entries, list) or not entries:
+        raise ImageInputError("%s: manifest.json lists no images" % fs.path)
+    if digest:
+        _layers.split_digest(digest)
+        picked = [e for e in entries if "sha256:" + os.path.basename(
+            e.get("Config", "")).split(".")[0] == digest]
+    elif tag:
+        picked = [e for e in entries if any(_ref_matches(tag, t) for t in e.get("RepoTags") or [])]
+    else:
+        picked = entries
+    if not picked:
+        tags = sorted(t for e in entries for t in (e.get("RepoTags") or []))
+        raise ImageNotFoundError("%s: no image %s (tags: %s)" % (
+            fs.path, ("with digest %s" % digest) if digest else ("tagged %r" % tag),
+            ", ".join(tags) or "none"))
+    if len(picked) > 1:
+        tags = sorted(t for e in picked for t in (e.get("RepoTags") or ["<untagged>"]))
+        raise ImageInputError("%s: the archive holds %d images (%s); choose one with tag" % (
+            fs.path, len(picked), ", ".join(tags)))
+    entry = picked[0]
+    cfg_rel = entry.get("Config") or ""
+    with fs.open(cfg_rel) as f:
+        data = f.read(MAX_JSON_BLOB + 1)
+    config = _parse_json(data, fs, "config", cfg_rel)
+    config_digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    named = os.path.basename(cfg_rel).split(".")[0]
+    if re.match(r"^[0-9a-f]{64}$", named) and "sha256:" + named != config_digest:
+        raise LayerVerifyError("%s: config %s: digest mismatch (the file is %s)" % (
+            fs.path, cfg_rel, config_digest))
+    diff_ids = ((config.get("rootfs") or {}).get("diff_ids")) or []
+    paths = entry.get("Layers") or []
+    if len(diff_ids) != len(paths):
+        raise ImageInputError("%s: manifest.json lists %d layers but the config has %d "
+                              "diff_ids" % (fs.path, len(paths), len(diff_ids)))
+    sources = entry.get("LayerSources") or {}
+    layers = []
+    for rel, diff_id in zip(paths, diff_ids):
+        _layers.split_digest(diff_id)
+        if not fs.exists(rel):
+            raise ImageInputError("%s: layer %r is missing from the archive" % (fs.path, rel))
+        blob_digest = size = None
+        m = re.match(r"^blobs/(sha256|sha512)/([0-9a-f]+)$", _clean_rel(rel, fs.path))
+        if m:
+            blob_digest = "%s:%s" % m.groups()
+        src = sources.get(diff_id) or {}
+        if src.get("digest") and src.get("size") and not blob_digest:
+            pass   # foreign layers list their registry digest; the file here is the tar
+        layers.append({"diff_id": diff_id, "digest": blob_digest, "size": size,
+                       "media_type": None, "path": rel, "compression": None})
+    plat = {"os": config.get("os"), "architecture": config.get("architecture"),
+            "variant": config.get("variant")}
+    if platform and _platform_rank(plat, parse_platform(platform), True) is None:
+        raise ImageNotFoundError("%s: the image is for %s, not %s" % (
+            fs.path, format_platform(plat), platform))
+    return {"manifest_digest": None, "config_digest": config_digest,
+            "config": _config_defaults(config), "platform": format_platform(plat),
+            "layers": layers, "rootfs": None}
+
+
+def resolve_tarball(path, tag=None, digest=None, platform=None):
+    if tag or digest:
+        raise ImageInputError("%s: a rootfs tarball has no tags or digests to choose from; "
+                              "drop tag/digest" % path)
+    return {"manifest_digest": None, "config_digest": None, "config": {},
+            "platform": format_platform(parse_platform(platform)) if platform else None,
+            "layers": [{"diff_id": None, "digest": None, "size": os.path.getsize(path),
+                        "media_type": None, "path": None, "compression": None}],
+            "rootfs": None}
+
+
+def resolve_dir(path, tag=None, digest=None, platform=None):
+    if tag or digest:
+        raise ImageInputError("%s: a rootfs directory has no tags or digests to choose "
+                              "from; drop tag/digest" % path)
+    return {"manifest_digest": None, "config_digest": None, "config": {},
+            "platform": format_platform(parse_platform(platform)) if platform else None,
+            "layers": [], "rootfs": os.path.realpath(path)}
+
+
+# One entry per source format: how to read it (house rule: a registry, not an if-chain).
+SOURCE_FORMATS = {
+    "oci": lambda path, **kw: _with_fs(path, resolve_oci, **kw),
+    "docker-archive": lambda path, **kw: _with_fs(path, resolve_docker_archive, **kw),
+    "tarball": resolve_tarball,
+    "dir": resolve_dir,
+}
+FORMATS = ("auto",) + tuple(sorted(SOURCE_FORMATS))
+
+
+def _with_fs(path, resolver, **kw):
+    fs = open_source(path)
+    try:
+        image = resolver(fs, **kw)
+    finally:
+        fs.close()
+    return image
+
+
+def resolve(source, format="auto", tag=None, digest=None, platform=None):
+    """Read the metadata of the image at `source`: a dict with the format, manifest and
+    config digests, config defaults, platform, and the layers (bottom first)."""
+    if not source:
+        raise ImageInputError("no image source given")
+    source = os.path.abspath(source)
+    if not os.path.exists(source):
+        raise ImageInputError("image source %r does not exist" % source)
+    if format in (None, "auto"):
+        format = detect_format(source)
+    if format not in SOURCE_FORMATS:
+        raise ImageInputError("unknown image format %r (one of: %s)" % (format, ", ".join(FORMATS)))
+    if format == "dir" and not os.path.isdir(source):
+        raise ImageInputError("format dir needs a directory; %r is not one" % source)
+    if format == "tarball" and not os.path.isfile(source):
+        raise ImageInputError("format tarball needs a file; %r is not one" % source)
+    image = SOURCE_FORMATS[format](source, tag=tag, digest=digest, platform=platform)
+    image["format"] = format
+    image["source"] = source
+    return image
+
+
+@contextlib.contextmanager
+def _opened(image):
+    """A function opening the blobs of a resolved image."""
+    if image["format"] == "tarball":
+        yield lambda layer: open(image["source"], "rb", buffering=0)
+        return
+    fs = open_source(image["source"])
+    try:
+        yield lambda layer: fs.open(layer["path"])
+    finally:
+        fs.close()
+
+
+def _layer_name(image, layer, index):
+    ident = layer.get("digest") or layer.get("path") or image["source"]
+    return "%s layer %d (%s)" % (image["source"], index, ident)
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _write_json(path, data):
+    tmp = "%s.tmp-%d" % (path, os.getpid())
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.rename(tmp, path)
+
+
+def _load_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (IOError, OSError) as exc:
+        if exc.errno == errno.ENOENT:
+            return None
+        raise
+    except ValueError as exc:
+        raise ImageError("%s: corrupt JSON (%s); remove the file to recover" % (path, exc))
+
+
+def _hex(diff_id):
+    return _layers.split_digest(diff_id)[1]
+
+
+def _check_dest(dest):
+    dest = os.path.abspath(dest)
+    if os.path.islink(dest):
+        raise ImageInputError("destination %r is a symlink; refusing it" % dest)
+    if os.path.exists(dest):
+        if not os.path.isdir(dest):
+            raise ImageInputError("destination %r exists and is not a directory" % dest)
+        if os.listdir(dest):
+            raise ImageInputError("destination %r exists and is not empty" % dest)
+    parent = os.path.dirname(dest)
+    if not os.path.isdir(parent):
+        raise ImageInputError("the parent of the destination, %r, does not exist" % parent)
+    return dest
+
+
+@contextlib.contextmanager
+def _temp_next_to(dest):
+    """A private temp dir beside dest, renamed onto it on success, removed on failure."""
+    parent, base = os.path.split(dest)
+    tmp = tempfile.mkdtemp(prefix=".%s.tmp-" % base, dir=parent)
+    try:
+        yield tmp
+        os.rename(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _progress_adapter(progress, total):
+    if progress is None:
+        return None
+    state = {"done": 0}
+
+    def step(n):
+        state["done"] += n
+        progress(state["done"], total)
+    return step
+
+
+# --------------------------------------------------------------------------- unpack
+
+def unpack(source, dest, format="auto", tag=None, digest=None, platform=None,
+           progress=None, store=None, name=None):
+    """Unpack the image at `source` into `dest` as one flattened root filesystem.
+
+    Without `store`, the layers are read from the source and applied in order directly
+    (nothing cached). With `store` (a store root), the image is pulled into the store
+    under `name` (default: the source's base name) and flattened from there.
+    `dest` must not exist or be an empty directory; it appears complete or not at all.
+    `progress(done_bytes, total_bytes)` is called while blobs are read.
+    Returns a dict: dest, format, manifest_digest, config_digest, platform, layers
+    (diff_ids), config, warnings.
+    """
+    dest = _check_dest(dest)
+    if store:
+        s = ImageStore(store)
+        name = name or _default_name(source)
+        result = s.pull(name, source, format=format, tag=tag, digest=digest,
+                        platform=platform, progress=progress)
+        s.flatten(name, dest)
+        image = result["image"]
+        out = dict((k, image.get(k)) for k in ("format", "manifest_digest", "config_digest",
+                                                "platform", "layers", "config"))
+        out.update(dest=dest, warnings=result["warnings"], name=name)
+        return out
+    image = resolve(source, format=format, tag=tag, digest=digest, platform=platform)
+    warnings = []
+    diff_ids = []
+    with _temp_next_to(dest) as tmp:
+        if image["rootfs"]:
+            _layers.apply_layer_dir(image["rootfs"], tmp, whiteouts=False, warnings=warnings)
+        else:
+            total = sum(layer["size"] or 0 for layer in image["layers"])
+            step = _progress_adapter(progress, total)
+            applier = _layers.LayerApplier(tmp, flatten=True, warnings=warnings)
+            with _opened(image) as opener:
+                for i, layer in enumerate(image["layers"]):
+                    f = opener(layer)
+                    try:
+                        got = _layers.apply_layer(
+                            f, tmp, name=_layer_name(image, layer, i), digest=layer["digest"],
+                            size=layer["size"] if layer["digest"] else None,
+                            diff_id=layer["diff_id"], progress=step, applier=applier,
+                            compression=layer["compression"])
+                    finally:
+                        f.close()
+                    diff_ids.append(got["diff_id"])
+    return {"dest": dest, "format": image["format"], "manifest_digest": image["manifest_digest"],
+            "config_digest": image["config_digest"], "platform": image["platform"],
+            "layers": diff_ids, "config": image["config"], "warnings": warnings}
+
+
+def _default_name(source):
+    base = os.path.basename(os.path.abspath(source).rstrip("/"))
+    for suffix in (".tar.gz", ".tgz", ".tar.xz", ".tar.zst", ".tar", ".oci"):
+        if base.endswith(suffix):
+            base = base[:-len(suffix)]
+            break
+    base = re.sub(r"[^A-Za-z0-9._:@+-]", "_", base).lstrip("._-:@+") or "image"
+    return base
+
+
+# --------------------------------------------------------------------------- the store
+
+class ImageStore(object):
+    """Content-addressed store of unpacked layers plus named image records."""
+
+    IDENTITY_KEYS = ("name", "format", "manifest_digest", "config_digest", "platform",
+                     "layers", "rootfs", "config")
+
+    def __init__(self, root=DEFAULT_ROOT):
+        self.root = os.path.abspath(root or DEFAULT_ROOT)
+        self.layers_dir = os.path.join(self.root, "layers", "sha256")
+        self.images_dir = os.path.join(self.root, "images")
+        self.refs_dir = os.path.join(self.root, "refs")
+        self.containers_dir = os.path.join(self.root, "containers")
+
+    # -- naming
+    @staticmethod
+    def check_name(name):
+        if not isinstance(name, str) or not NAME_RE.match(name) or ".." in name.split("/"):
+            raise ImageInputError("invalid image name %r: use letters, digits and . _ : @ + "
+                                  "/ - (at most 255 characters, starting with a letter or "
+                                  "digit)" % (name,))
+        return name
+
+    def record_path(self, name):
+        return os.path.join(self.images_dir, quote(self.check_name(name), safe="@:+-_.") + ".json")
+
+    def layer_path(self, diff_id):
+        return os.path.join(self.layers_dir, _hex(diff_id))
+
+    def layer_meta_path(self, diff_id):
+        return self.layer_path(diff_id) + ".json"
+
+    # -- queries
+    def image(self, name):
+        """The image record of `name`, or None."""
+        return _load_json(self.record_path(name))
+
+    def images(self):
+        try:
+            files = sorted(os.listdir(self.images_dir))
+        except FileNotFoundError:
+            return []
+        return [unquote(f[:-5]) for f in files if f.endswith(".json") and ".tmp-" not in f]
+
+    def has_layer(self, diff_id):
+        """A layer counts as present (and verified) when its dir and its metadata exist."""
+        return os.path.isdir(self.layer_path(diff_id)) and os.path.isfile(
+            self.layer_meta_path(diff_id))
+
+    def layer(self, diff_id):
+        return _load_json(self.layer_meta_path(diff_id))
+
+    def layers(self):
+        try:
+            names = os.listdir(self.layers_dir)
+        except FileNotFoundError:
+            return []
+        return sorted("sha256:" + n[:-5] for n in names
+                      if n.endswith(".json") and re.match(r"^[0-9a-f]{64}\.json$", n))
+
+    def lowerdirs(self, name):
+        """Directories for overlayfs `lowerdir=`, top layer first."""
+        record = self._need(name)
+        if record.get("rootfs"):
+            return [record["rootfs"]]
+        missing = [d for d in record["layers"] if not self.has_layer(d)]
+        if missing:
+            raise ImageError("image %r: layer(s) missing from the store %s: %s; pull the "
+                             "image again" % (name, self.root, ", ".join(missing)))
+        return [self.layer_path(d) for d in reversed(record["layers"])]
+
+    def _need(self, name):
+        record = self.image(name)
+        if record is None:
+            raise ImageInputError("no image %r in the store %s" % (name, self.root))
+        return record
+
+    def referenced_layers(self, exclude=None):
+        """diff_ids in use: by image records (except `exclude`), and - whatever the
+        records say - by refs/*.json and containers/*/image.json, which list their own
+        `layers` or name the `image` they use (a container keeps its image's layers even
+        when the image record goes). This is the hook for the container code."""
+        used = set()
+        records = {}
+        for name in self.images():
+            rec = self.image(name)
+            if rec:
+                records[name] = rec
+                if name != exclude:
+                    used.update(rec.get("layers") or [])
+        for path in self._reference_files():
+            try:
+                data = _load_json(path)
+            except ImageError:
+                data = None
+            if not isinstance(data, dict):
+                continue
+            used.update(data.get("layers") or [])
+            if data.get("image") in records:
+                used.update(records[data["image"]].get("layers") or [])
+        return used
+
+    def _reference_files(self):
+        files = []
+        try:
+            files += [os.path.join(self.refs_dir, f) for f in sorted(os.listdir(self.refs_dir))
+                      if f.endswith(".json")]
+        except FileNotFoundError:
+            pass
+        try:
+            files += [os.path.join(self.containers_dir, c, "image.json")
+                      for c in sorted(os.listdir(self.containers_dir))]
+        except FileNotFoundError:
+            pass
+        return files
+
+    def unused_layers(self, exclude=None):
+        """Layers present in the store that nothing references (`exclude`: as if that
+        image record were gone)."""
+        used = self.referenced_layers(exclude=exclude)
+        return [d for d in self.layers() if d not in used]
+
+    # -- changes
+    @contextlib.contextmanager
+    def _locked(self):
+        for d, mode in ((self.root, 0o755), (os.path.dirname(self.layers_dir), 0o700),
+                        (self.layers_dir, 0o700), (self.images_dir, 0o755)):
+            if not os.path.isdir(d):
+                os.makedirs(d, mode)
+                os.chmod(d, mode)
+        fd = os.open(os.path.join(self.root, ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._clean_temps()
+            yield
+        finally:
+            os.close(fd)
+
+    def _clean_temps(self):
+        """Leftovers of an interrupted run (we hold the lock: nobody else is writing)."""
+        for n in os.listdir(self.layers_dir):
+            if n.startswith(".tmp-"):
+                path = os.path.join(self.layers_dir, n)
+                shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.unlink(path)
+        for diff_id in self._dirs_without_meta():
+            shutil.rmtree(self.layer_path(diff_id), ignore_errors=True)
+
+    def _dirs_without_meta(self):
+        out = []
+        for n in os.listdir(self.layers_dir):
+            if re.match(r"^[0-9a-f]{64}$", n) and not os.path.isfile(
+                    os.path.join(self.layers_dir, n + ".json")):
+                out.append("sha256:" + n)
+        return out
+
+    def _new_record(self, name, image, source):
+        stat_info = None
+        if image["format"] == "tarball":
+            st = os.stat(source)
+            stat_info = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino,
+                         "dev": st.st_dev}
+        return {
+            "schema": RECORD_SCHEMA, "name": name, "format": image["format"],
+            "manifest_digest": image["manifest_digest"],
+            "config_digest": image["config_digest"], "platform": image["platform"],
+            "layers": [layer["diff_id"] for layer in image["layers"]],
+            "rootfs": image["rootfs"], "config": image["config"],
+            "source": {"path": source, "stat": stat_info},
+        }
+
+    def identity(self, record):
+        """The part of a record that says which image it is (what `changed` compares)."""
+        if record is None:
+            return None
+        return dict((k, record.get(k)) for k in self.IDENTITY_KEYS)
+
+    def _tarball_unchanged(self, before, source):
+        """A tarball pulled before, unchanged on disk, whose layer is present: no reading."""
+        if not before or before.get("format") != "tarball":
+            return False
+        st = os.stat(source)
+        known = (before.get("source") or {}).get("stat") or {}
+        return ((before.get("source") or {}).get("path") == source
+                and known == {"size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                              "ino": st.st_ino, "dev": st.st_dev}
+                and all(self.has_layer(d) for d in before.get("layers") or []))
+
+    def pull(self, name, source, format="auto", tag=None, digest=None, platform=None,
+             check_mode=False, progress=None):
+        """Make image `name` in the store the image at `source`.
+
+        Layers already present (dir + metadata) are neither read nor hashed again. Returns
+        {changed, image (the record), before, layers_added, warnings}. In check mode
+        nothing is written; a tarball is hashed (read-only) to know its diff_id.
+        """
+        self.check_name(name)
+        source = os.path.abspath(source) if source else source
+        image = resolve(source, format=format, tag=tag, digest=digest, platform=platform)
+        before = self.image(name)
+        if image["format"] == "tarball" and self._tarball_unchanged(before, source):
+            image["layers"][0]["diff_id"] = before["layers"][0]
+            return {"changed": False, "image": before, "before": before, "layers_added": [],
+                    "warnings": []}
+        if check_mode:
+            return self._pull_check(name, image, source, before, progress)
+        warnings = []
+        added = []
+        with self._locked():
+            todo = [(i, layer) for i, layer in enumerate(image["layers"])
+                    if not (layer["diff_id"] and self.has_layer(layer["diff_id"]))]
+            step = _progress_adapter(progress, sum(layer["size"] or 0 for _i, layer in todo))
+            with _opened(image) as opener:
+                for i, layer in todo:
+                    got = self._unpack_layer(image, layer, i, opener, step)
+                    warnings.extend(got.get("warnings") or [])
+                    if got.get("added"):
+                        added.append(layer["diff_id"])
+            after = self._new_record(name, image, source)
+            if after != before:
+                _write_json(self.record_path(name), after)
+        changed = bool(added) or self.identity(after) != self.identity(before)
+        return {"changed": changed, "image": after, "before": before, "layers_added": added,
+                "warnings": warnings}
+
+    def _pull_check(self, name, image, source, before, progress):
+        added = []
+        for layer in image["layers"]:
+            if layer["diff_id"] is None:   # a tarball: hash it to know what it is
+                with open(source, "rb", buffering=0) as f, _layers.BlobStream(
+                        f, name=source, progress=_progress_adapter(progress, layer["size"])) as b:
+                    for _chunk in b:
+                        pass
+                layer["diff_id"] = b.diff_id
+            if not self.has_layer(layer["diff_id"]) and layer["diff_id"] not in added:
+                added.append(layer["diff_id"])
+        after = self._new_record(name, image, source)
+        changed = bool(added) or self.identity(after) != self.identity(before)
+        return {"changed": changed, "image": after, "before": before, "layers_added": added,
+                "warnings": []}
+
+    def _unpack_layer(self, image, layer, index, opener, step):
+        tmp = tempfile.mkdtemp(prefix=".tmp-", dir=self.layers_dir)
+        try:
+            os.chmod(tmp, 0o755)
+            f = opener(layer)
+            try:
+                got = _layers.apply_layer(
+                    f, tmp, flatten=False, name=_layer_name(image, layer, index),
+                    digest=layer["digest"], size=layer["size"] if layer["digest"] else None,
+                    diff_id=layer["diff_id"], progress=step, compression=layer["compression"])
+            finally:
+                f.close()
+            layer["diff_id"] = got["diff_id"]
+            if self.has_layer(got["diff_id"]):   # a tarball already stored under its id
+                shutil.rmtree(tmp)
+                return got
+            final = self.layer_path(got["diff_id"])
+            if os.path.isdir(final):           # a dir without metadata: incomplete
+                shutil.rmtree(final)
+            os.rename(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        _write_json(self.layer_meta_path(got["diff_id"]), {
+            "diff_id": got["diff_id"], "digest": layer["digest"] or got["digest"],
+            "size": got["size"], "media_type": layer["media_type"],
+            "compression": got["compression"], "warnings": got["warnings"],
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        })
+        got["added"] = True
+        return got
+
+    def remove(self, name, keep_layers=False, check_mode=False):
+        """Remove image `name`; unless keep_layers, also the layers nobody uses any more.
+        Returns {changed, before, layers_removed}."""
+        self.check_name(name)
+        before = self.image(name)
+        if not os.path.isdir(self.root):
+            return {"changed": False, "before": None, "layers_removed": []}
+        if check_mode:
+            removed = [] if keep_layers else self.unused_layers(exclude=name)
+            return {"changed": before is not None or bool(removed), "before": before,
+                    "layers_removed": removed}
+        with self._locked():
+            doomed = [] if keep_layers else self.unused_layers(exclude=name)
+            if before is not None:
+                os.unlink(self.record_path(name))
+            removed = self._gc(doomed) if doomed else []
+        return {"changed": before is not None or bool(removed), "before": before,
+                "layers_removed": removed}
+
+    def gc(self, check_mode=False):
+        """Remove every layer that no image, container or ref uses. Returns diff_ids."""
+        if not os.path.isdir(self.root):
+            return []
+        if check_mode:
+            return self.unused_layers()
+        with self._locked():
+            return self._gc()
+
+    def _gc(self, doomed=None):
+        removed = []
+        for diff_id in self.unused_layers() if doomed is None else doomed:
+            # metadata first: a dir without it is "incomplete" and never used
+            os.unlink(self.layer_meta_path(diff_id))
+            doomed = os.path.join(self.layers_dir, ".tmp-rm-" + _hex(diff_id))
+            os.rename(self.layer_path(diff_id), doomed)
+            shutil.rmtree(doomed)
+            removed.append(diff_id)
+        return removed
+
+    def flatten(self, name, dest):
+        """Write image `name` as one root filesystem at `dest` (must not exist or be an
+        empty dir); it appears complete or not at all."""
+        dest = _check_dest(dest)
+        lowers = list(reversed(self.lowerdirs(name)))
+        record = self.image(name)
+        warnings = []
+        with _temp_next_to(dest) as tmp:
+            for layer_dir in lowers:
+                _layers.apply_layer_dir(layer_dir, tmp, whiteouts=not record.get("rootfs"),
+                                        warnings=warnings)
+        return {"dest": dest, "layers": record.get("layers"), "warnings": warnings}

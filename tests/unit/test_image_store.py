@@ -1,0 +1,368 @@
+"""The image store: sources (OCI layout, docker archive, tarball, dir), selection by tag,
+digest and platform, the shared layer store, idempotence, check mode, garbage collection,
+flatten == overlay mount == umoci, and errors that leave nothing behind."""
+import ast
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+
+import pytest
+
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _image_store as S
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _layers as L
+from tests.lib import oci_fixtures as fx
+from tests.lib.oci_fixtures import dir_, file_, hardlink, make_tar, opaque, symlink, whiteout
+
+BASE = make_tar([dir_("etc"), file_("etc/os-release", b"ID=test\n"), dir_("bin"),
+                 file_("bin/tool", b"#!/bin/sh\n", mode=0o755), dir_("var"),
+                 dir_("var/lib"), file_("var/lib/old", b"old"), file_("etc/motd", b"hi")])
+# Real layers list the parent directories of what they change (docker and buildkit do):
+# an implicit parent takes the attributes overlayfs shows from the layer that has it.
+APP = make_tar([dir_("etc"), whiteout("etc/motd"), dir_("var"), dir_("var/lib"), opaque("var/lib"),
+                file_("var/lib/new", b"new"), dir_("app"), file_("app/run", b"run", mode=0o755),
+                hardlink("app/run2", "app/run"), symlink("app/sh", "/bin/tool")])
+OTHER = make_tar([dir_("srv"), file_("srv/data", b"other")])
+
+
+@pytest.fixture
+def store(tmp_path):
+    return S.ImageStore(str(tmp_path / "store"))
+
+
+def layout(tmp_path, layers=(BASE, APP), name="layout", **kw):
+    path = str(tmp_path / name)
+    fx.oci_layout(path, list(layers), **kw)
+    return path
+
+
+def layer_dirs(store):
+    try:
+        return sorted(n for n in os.listdir(store.layers_dir) if not n.endswith(".json"))
+    except FileNotFoundError:
+        return []
+
+
+# --------------------------------------------------------------- sources
+
+def test_pull_oci_layout(tmp_path, store):
+    src = layout(tmp_path)
+    r = store.pull("app", src, tag="latest")
+    assert r["changed"] and r["layers_added"] == [fx.sha(BASE), fx.sha(APP)]
+    rec = store.image("app")
+    assert rec["layers"] == [fx.sha(BASE), fx.sha(APP)] and rec["format"] == "oci"
+    assert rec["manifest_digest"].startswith("sha256:") and rec["platform"] == "linux/amd64"
+    assert rec["config"]["Entrypoint"] == ["/bin/sh"] and rec["config"]["Volumes"] == ["/data"]
+    assert rec["config"]["ExposedPorts"] == ["80/tcp"]
+    lowers = store.lowerdirs("app")
+    assert lowers == [store.layer_path(fx.sha(APP)), store.layer_path(fx.sha(BASE))]
+    assert os.path.isfile(os.path.join(lowers[1], "etc/os-release"))
+    assert oct(os.stat(os.path.dirname(store.layers_dir)).st_mode & 0o777) == "0o700"
+
+
+def test_second_pull_is_unchanged_and_reads_no_layer(tmp_path, store, monkeypatch):
+    src = layout(tmp_path)
+    store.pull("app", src)
+    monkeypatch.setattr(L, "apply_layer", lambda *a, **k: pytest.fail("layer read again"))
+    r = store.pull("app", src)
+    assert not r["changed"] and r["layers_added"] == []
+
+
+@pytest.mark.parametrize("compression", [None, "gzip", "zstd"])
+def test_oci_archive_tar(tmp_path, store, compression):
+    src = layout(tmp_path, compression=compression)
+    archive = str(tmp_path / "img.tar")
+    with tarfile.open(archive, "w") as tar:
+        tar.add(src, arcname=".")
+    assert S.detect_format(archive) == "oci"
+    assert store.pull("a", archive)["image"]["layers"] == [fx.sha(BASE), fx.sha(APP)]
+
+
+def test_multi_platform_nested_index(tmp_path, store):
+    path = str(tmp_path / "multi")
+    amd = fx.add_image(path, [BASE], arch="amd64")
+    arm = fx.add_image(path, [OTHER], arch="arm64", variant="v8")
+    armv7 = fx.add_image(path, [APP], arch="arm", variant="v7")
+    fx.write_index(path, [fx.nested_index(path, [amd, arm, armv7], tag="1.0")])
+    host = S.host_platform()["architecture"]
+    r = store.pull("m", path, tag="1.0", check_mode=True)
+    if host == "amd64":
+        assert r["image"]["layers"] == [fx.sha(BASE)]
+    assert store.pull("m", path, tag="1.0", platform="linux/arm64",
+                      check_mode=True)["image"]["layers"] == [fx.sha(OTHER)]
+    assert store.pull("m", path, platform="linux/arm/v7",
+                      check_mode=True)["image"]["layers"] == [fx.sha(APP)]
+    with pytest.raises(S.ImageNotFoundError, match="linux/amd64, linux/arm/v7, linux/arm64/v8"):
+        store.pull("m", path, platform="linux/s390x")
+    with pytest.raises(S.ImageNotFoundError, match="arm/v6"):
+        store.pull("m", path, platform="linux/arm/v6")
+    # by digest: a manifest inside the nested index
+    r = store.pull("m", path, digest=arm["digest"], check_mode=True)
+    assert r["image"]["manifest_digest"] == arm["digest"]
+
+
+def test_tag_and_digest_selection(tmp_path, store):
+    path = str(tmp_path / "two")
+    a = fx.add_image(path, [BASE])
+    b = fx.add_image(path, [OTHER])
+    fx.write_index(path, [fx.tagged(a, "a"), fx.tagged(b, "docker.io/library/b:2")])
+    assert store.pull("x", path, tag="b:2", check_mode=True)["image"]["layers"] == [fx.sha(OTHER)]
+    assert store.pull("x", path, tag="2", check_mode=True)["image"]["layers"] == [fx.sha(OTHER)]
+    assert store.pull("x", path, digest=a["digest"], check_mode=True)["image"]["layers"] == \
+        [fx.sha(BASE)]
+    with pytest.raises(S.ImageInputError, match="holds 2 images.*choose one"):
+        store.pull("x", path)
+    with pytest.raises(S.ImageNotFoundError, match="no image tagged 'c'.*tags: a, docker"):
+        store.pull("x", path, tag="c")
+    with pytest.raises(S.ImageNotFoundError, match="digest"):
+        store.pull("x", path, digest=fx.sha(b"nope"))
+    with pytest.raises(S.ImageInputError, match="malformed digest"):
+        store.pull("x", path, digest="sha256:zz")
+
+
+@pytest.mark.parametrize("legacy", [True, False], ids=["legacy", "oci-inside"])
+@pytest.mark.parametrize("as_tar", [True, False], ids=["tar", "dir"])
+def test_docker_archive(tmp_path, store, legacy, as_tar):
+    src = fx.docker_archive(str(tmp_path / "saved.tar"), [BASE, APP, BASE + b""], legacy=legacy,
+                            as_tar=as_tar)
+    assert S.detect_format(src) == "docker-archive"
+    r = store.pull("d", src, tag="test:latest")
+    assert r["image"]["layers"] == [fx.sha(BASE), fx.sha(APP), fx.sha(BASE)]
+    assert r["layers_added"] == [fx.sha(BASE), fx.sha(APP)]
+    assert r["image"]["format"] == "docker-archive" and r["image"]["config"]["Cmd"]
+    assert not store.pull("d", src, tag="latest")["changed"]
+    with pytest.raises(S.ImageNotFoundError, match="test:latest"):
+        store.pull("d", src, tag="nope")
+
+
+def test_docker_archive_paths_cannot_leave_the_source(tmp_path, store):
+    src = fx.docker_archive(str(tmp_path / "evil"), [BASE], as_tar=False)
+    (tmp_path / "outside.tar").write_bytes(BASE)
+    with open(os.path.join(src, "manifest.json")) as f:
+        m = json.load(f)
+    m[0]["Layers"] = ["../outside.tar"]
+    with open(os.path.join(src, "manifest.json"), "w") as f:
+        json.dump(m, f)
+    with pytest.raises(S.ImageInputError, match="leaves the source"):
+        store.pull("e", src)
+    assert layer_dirs(store) == []
+
+
+@pytest.mark.parametrize("compression", [None, "gzip", "xz", "zstd"])
+def test_tarball(tmp_path, store, compression, monkeypatch):
+    path = tmp_path / "rootfs.tar"
+    path.write_bytes(fx.compress(BASE, compression))
+    assert S.detect_format(str(path)) == "tarball"
+    r = store.pull("t", str(path))
+    assert r["changed"] and r["image"]["layers"] == [fx.sha(BASE)]
+    assert r["image"]["config"] == {} and r["image"]["format"] == "tarball"
+    # unchanged file: not even opened again
+    monkeypatch.setattr(L, "BlobStream", None)
+    assert not store.pull("t", str(path))["changed"]
+
+
+def test_tarball_check_mode_knows_its_diff_id(tmp_path, store):
+    path = tmp_path / "rootfs.tgz"
+    path.write_bytes(fx.compress(BASE, "gzip"))
+    r = store.pull("t", str(path), check_mode=True)
+    assert r["changed"] and r["layers_added"] == [fx.sha(BASE)]
+    assert not os.path.exists(store.root)
+
+
+def test_dir_is_used_as_is(tmp_path, store):
+    rootfs = fx.busybox_tree(str(tmp_path / "rootfs"))
+    assert S.detect_format(rootfs) == "dir"
+    r = store.pull("b", rootfs)
+    assert r["changed"] and store.lowerdirs("b") == [os.path.realpath(rootfs)]
+    assert not store.pull("b", rootfs)["changed"]
+    out = str(tmp_path / "flat")
+    store.flatten("b", out)
+    assert fx.snapshot(out) == fx.snapshot(rootfs)
+
+
+def test_bad_sources(tmp_path, store):
+    with pytest.raises(S.ImageInputError, match="does not exist"):
+        store.pull("x", str(tmp_path / "missing"))
+    junk = tmp_path / "junk"
+    junk.write_bytes(b"not an image" * 100)
+    with pytest.raises(S.ImageInputError, match="neither a directory nor a tar"):
+        store.pull("x", str(junk))
+    with pytest.raises(S.ImageInputError, match="unknown image format"):
+        store.pull("x", str(junk), format="qcow2")
+    with pytest.raises(S.ImageInputError, match="invalid image name"):
+        store.pull("../x", str(junk))
+    with pytest.raises(S.ImageInputError, match="malformed platform"):
+        store.pull("x", layout(tmp_path), platform="linux//")
+    assert not os.path.exists(store.root)
+
+
+# --------------------------------------------------------------- verification
+
+@pytest.mark.parametrize("tamper", [{"digest": 1}, {"size": 1}, {"diff_id": 1}],
+                         ids=["digest", "size", "diff_id"])
+def test_mismatch_leaves_nothing_behind(tmp_path, store, tamper):
+    src = layout(tmp_path, tamper=tamper)
+    with pytest.raises(S.LayerVerifyError) as err:
+        store.pull("bad", src)
+    msg = str(err.value)
+    assert "layer 1" in msg and list(tamper)[0].replace("_", "") in msg.replace("_", "")
+    assert store.image("bad") is None
+    # the good first layer may stay (verified, reusable); the bad one and temps do not
+    assert layer_dirs(store) == [fx.sha(BASE)[7:]]
+    assert store.layers() == [fx.sha(BASE)]
+
+
+def test_incomplete_layer_is_redone(tmp_path, store):
+    src = layout(tmp_path)
+    store.pull("app", src)
+    os.unlink(store.layer_meta_path(fx.sha(APP)))
+    os.mkdir(os.path.join(store.layers_dir, ".tmp-leftover"))
+    r = store.pull("app", src)
+    assert r["layers_added"] == [fx.sha(APP)] and store.has_layer(fx.sha(APP))
+    assert not os.path.exists(os.path.join(store.layers_dir, ".tmp-leftover"))
+
+
+# --------------------------------------------------------------- sharing, removal, gc
+
+def test_shared_base_layer_is_stored_once(tmp_path, store):
+    store.pull("one", layout(tmp_path, [BASE, APP], name="l1"))
+    r = store.pull("two", layout(tmp_path, [BASE, OTHER], name="l2"))
+    assert r["layers_added"] == [fx.sha(OTHER)]
+    assert len(layer_dirs(store)) == 3
+    r = store.remove("one")
+    assert r["changed"] and r["layers_removed"] == [fx.sha(APP)]
+    assert store.has_layer(fx.sha(BASE))
+    assert store.remove("two")["layers_removed"] == sorted([fx.sha(BASE), fx.sha(OTHER)])
+    assert layer_dirs(store) == [] and store.images() == []
+    assert store.remove("two") == {"changed": False, "before": None, "layers_removed": []}
+
+
+def test_remove_keep_layers_and_check_mode(tmp_path, store):
+    store.pull("one", layout(tmp_path))
+    r = store.remove("one", check_mode=True)
+    assert r["changed"] and len(r["layers_removed"]) == 2 and store.image("one")
+    r = store.remove("one", keep_layers=True)
+    assert r["changed"] and r["layers_removed"] == [] and len(layer_dirs(store)) == 2
+    assert sorted(store.gc(check_mode=True)) == sorted([fx.sha(BASE), fx.sha(APP)])
+    assert len(store.gc()) == 2 and layer_dirs(store) == []
+
+
+def test_containers_and_refs_keep_layers(tmp_path, store):
+    store.pull("one", layout(tmp_path))
+    os.makedirs(os.path.join(store.root, "containers", "c1"))
+    with open(os.path.join(store.root, "containers", "c1", "image.json"), "w") as f:
+        json.dump({"image": "one"}, f)
+    os.makedirs(store.refs_dir)
+    with open(os.path.join(store.refs_dir, "pin.json"), "w") as f:
+        json.dump({"layers": [fx.sha(BASE)]}, f)
+    assert store.remove("one")["layers_removed"] == []
+    assert len(layer_dirs(store)) == 2
+
+
+def test_check_mode_pull_writes_nothing(tmp_path, store):
+    r = store.pull("app", layout(tmp_path), check_mode=True)
+    assert r["changed"] and len(r["layers_added"]) == 2 and r["before"] is None
+    assert not os.path.exists(store.root)
+
+
+# --------------------------------------------------------------- flatten and unpack
+
+def overlay_snapshot(tmp_path, lowerdirs):
+    """Mount the layers with overlayfs in a private mount namespace; snapshot the view."""
+    for d in ("ovl-upper", "ovl-work", "ovl-mnt"):
+        (tmp_path / d).mkdir()
+    script = (
+        "import subprocess, sys; sys.path.insert(0, %r)\n"
+        "from tests.lib import oci_fixtures as fx\n"
+        "subprocess.run(['mount', '-t', 'overlay', 'overlay', '-o', %r, %r], check=True)\n"
+        "print(repr(fx.snapshot(%r)))\n" % (
+            os.getcwd(), "lowerdir=%s,upperdir=%s,workdir=%s" % (
+                ":".join(lowerdirs), tmp_path / "ovl-upper", tmp_path / "ovl-work"),
+            str(tmp_path / "ovl-mnt"), str(tmp_path / "ovl-mnt")))
+    proc = subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable,
+                           "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, cwd=os.getcwd())
+    assert proc.returncode == 0, proc.stderr
+    return ast.literal_eval(proc.stdout)
+
+
+def test_flatten_equals_overlay_mount_and_streamed_unpack(tmp_path, store):
+    src = layout(tmp_path, [BASE, APP, make_tar([dir_("app"), whiteout("app/sh"),
+                                                 dir_("etc"), file_("etc/os-release", b"v2")])])
+    store.pull("app", src)
+    flat = str(tmp_path / "flat")
+    store.flatten("app", flat)
+    streamed = str(tmp_path / "streamed")
+    S.unpack(src, streamed)
+    ours = fx.snapshot(flat)
+    seen = overlay_snapshot(tmp_path, store.lowerdirs("app"))
+    for snap in (ours, seen):
+        snap.pop("")       # the root's own attributes come from the upper dir
+    assert ours == seen
+    other = fx.snapshot(streamed)
+    other.pop("")
+    assert other == ours
+    assert "etc/motd" not in ours and "var/lib/old" not in ours and "app/sh" not in ours
+    assert open(os.path.join(flat, "etc/os-release")).read() == "v2"
+    assert not any(".tmp-" in n for n in os.listdir(str(tmp_path)))
+    assert "ovl-mnt" in os.listdir(str(tmp_path)) and os.listdir(str(tmp_path / "ovl-mnt")) == []
+
+
+def test_busybox_image_runs_from_the_flattened_tree(tmp_path):
+    tree = fx.busybox_tree(str(tmp_path / "tree"))
+    src = layout(tmp_path, [fx.tar_of_dir(tree)])
+    out = str(tmp_path / "rootfs")
+    r = S.unpack(src, out)
+    assert r["layers"] and os.path.islink(os.path.join(out, "bin/sh"))
+    assert oct(os.lstat(os.path.join(out, "tmp")).st_mode & 0o7777) == "0o1777"
+    proc = subprocess.run(["chroot", out, "/bin/sh", "-c", "echo hello from $0"],
+                          stdout=subprocess.PIPE, universal_newlines=True)
+    assert proc.stdout.strip() == "hello from /bin/sh"
+
+
+def test_unpack_destination_rules_and_failure_leaves_nothing(tmp_path):
+    src = layout(tmp_path)
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "x").write_text("x")
+    with pytest.raises(S.ImageInputError, match="not empty"):
+        S.unpack(src, str(busy))
+    bad = layout(tmp_path, tamper={"diff_id": 1}, name="bad")
+    with pytest.raises(S.LayerVerifyError):
+        S.unpack(bad, str(tmp_path / "out"))
+    assert not os.path.exists(str(tmp_path / "out"))
+    assert not [n for n in os.listdir(str(tmp_path)) if n.startswith(".out")]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    seen = []
+    S.unpack(src, str(empty), progress=lambda done, total: seen.append((done, total)))
+    assert (empty / "app/run").exists() and seen[-1][0] == seen[-1][1] > 0
+
+
+def test_unpack_through_a_store(tmp_path):
+    src = layout(tmp_path)
+    r = S.unpack(src, str(tmp_path / "out"), store=str(tmp_path / "st"), name="x")
+    assert r["name"] == "x" and S.ImageStore(str(tmp_path / "st")).image("x")
+
+
+@pytest.mark.skipif(not shutil.which("umoci"), reason="umoci (yardstick only) not installed")
+def test_parity_with_umoci(tmp_path):
+    tree = fx.busybox_tree(str(tmp_path / "tree"))
+    layers = [fx.tar_of_dir(tree), APP,
+              make_tar([dir_("var"), dir_("var/lib"), whiteout("var/lib/new"),
+                        file_("bin/tool", b"v2", mode=0o4711, uid=12)])]
+    src = layout(tmp_path, layers, tag="t")
+    ours = str(tmp_path / "ours")
+    S.unpack(src, ours)
+    proc = subprocess.run(["umoci", "unpack", "--image", src + ":t", str(tmp_path / "bundle")],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          universal_newlines=True)
+    assert proc.returncode == 0, proc.stdout
+    theirs = fx.snapshot(str(tmp_path / "bundle/rootfs"), dir_mtimes=False)
+    mine = fx.snapshot(ours, dir_mtimes=False)
+    for snap in (mine, theirs):
+        snap.pop("")
+    assert mine == theirs
