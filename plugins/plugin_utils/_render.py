@@ -162,6 +162,8 @@ def _needed_commands(steps):
         needs.append("chown")
     if any(s["op"] == "exec" and (s["uid"] or s["gid"]) for s in steps):
         needs.append("setpriv")
+    if "mask_path" in ops:
+        needs.append("stat")  # the container's /dev/null is checked before masking with it
     return sorted(set(needs))
 
 
