@@ -75,6 +75,23 @@ REF_NAME = "org.opencontainers.image.ref.name"
 CONTAINERD_NAME = "io.containerd.image.name"
 CONFIG_KEYS = ("Entrypoint", "Cmd", "Env", "WorkingDir", "User", "Volumes", "ExposedPorts",
                "Labels", "StopSignal")
+# The argument spec of the image module, beside the model it feeds (the CLI reuses the
+# format list): options and their rules in one place.
+IMAGE_ARGUMENT_SPEC = {
+    "argument_spec": {
+        "name": {"type": "str", "required": True},
+        "source": {"type": "path"},
+        "format": {"type": "str", "default": "auto"},   # choices: FORMATS, set below
+        "tag": {"type": "str"},
+        "digest": {"type": "str"},
+        "platform": {"type": "str"},
+        "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
+        "store": {"type": "path", "default": "/var/lib/containerfs"},
+        "keep_layers": {"type": "bool", "default": False},
+    },
+    "required_if": [("state", "present", ("source",))],
+    "mutually_exclusive": [("tag", "digest")],
+}
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+/-]{0,254}$")
 
 
@@ -598,6 +615,7 @@ SOURCE_FORMATS = {
     "dir": resolve_dir,
 }
 FORMATS = ("auto",) + tuple(sorted(SOURCE_FORMATS))
+IMAGE_ARGUMENT_SPEC["argument_spec"]["format"]["choices"] = list(FORMATS)
 
 
 def _with_fs(path, resolver, **kw):

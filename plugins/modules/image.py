@@ -1,0 +1,255 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: image
+short_description: Import a container image into the host's layer store, or remove it
+version_added: "0.1.0"
+description:
+  - Reads a container image that is already on the target (an OCI image layout, a
+    C(docker save) archive, a root filesystem tarball or a directory) and unpacks its
+    layers into a content-addressed store, C(<store>/layers/sha256/<diff_id>/), where
+    every container and every image that uses a layer shares one copy.
+  - Layer directories are ready to serve as overlayfs lower directories (whiteouts are
+    0:0 character devices, opaque directories carry C(trusted.overlay.opaque=y)).
+  - Every blob is verified while it is read, in one pass - its digest and size against the
+    manifest's descriptor and its uncompressed stream against the config's
+    C(rootfs.diff_ids). A mismatch fails the task and leaves nothing behind.
+  - Tar entries never write outside their layer - names with C(..) are refused, absolute
+    names are re-rooted, and nothing is written through a symlink, hardlinked from outside,
+    or whited-out outside its directory.
+  - Needs no container runtime, no Go binary and no network; the image must already be on
+    the target (copy it there, for example with M(ansible.builtin.copy)).
+author:
+  - fromscratch.containerfs developers
+options:
+  name:
+    description:
+      - Name of the image in the store, for example V(debian:12) or V(web).
+      - Letters, digits and C(. _ : @ + / -), at most 255 characters.
+    type: str
+    required: true
+  source:
+    description:
+      - Path on the target of the image to import.
+      - An OCI image layout (a directory with C(oci-layout) and C(index.json), or a tar of
+        one), a C(docker save) archive (a C(.tar) file or its unpacked directory, legacy
+        or OCI form), a root filesystem tarball as C(docker export) writes it (plain,
+        gzip, xz or zstd), or a root filesystem directory.
+      - Required when O(state=present).
+    type: path
+  format:
+    description:
+      - The kind of O(source). V(auto) detects it.
+      - V(dir) uses the directory as-is (it becomes the only lower directory; it is not
+        copied and not checked for changes).
+    type: str
+    default: auto
+    choices: [auto, dir, docker-archive, oci, tarball]
+  tag:
+    description:
+      - Which image of a layout or archive to import, by tag
+        (C(org.opencontainers.image.ref.name) of an OCI layout, C(RepoTags) of a
+        C(docker save) archive). V(latest) matches V(docker.io/library/busybox:latest).
+      - Needed when the source holds more than one image.
+    type: str
+  digest:
+    description:
+      - Which image of an OCI layout to import, by the digest of its manifest or index
+        (at any nesting level), or of a C(docker save) archive by its config digest.
+    type: str
+  platform:
+    description:
+      - For multi-platform images, the platform to pick, as C(os/arch[/variant]), for
+        example V(linux/arm64) or V(linux/arm/v7).
+      - Defaults to the target's own platform.
+    type: str
+  state:
+    description:
+      - V(present) imports the image (layers already in the store are not read again).
+      - V(absent) removes the image record and, unless O(keep_layers=true), every layer
+        that no other image or container uses.
+    type: str
+    default: present
+    choices: [present, absent]
+  store:
+    description:
+      - Root directory of the image store.
+    type: path
+    default: /var/lib/containerfs
+  keep_layers:
+    description:
+      - With O(state=absent), keep the layers even when nothing uses them any more.
+    type: bool
+    default: false
+attributes:
+  check_mode:
+    support: full
+    details: Reads the source's metadata only (a rootfs tarball is hashed, read-only, to
+      know its layer); writes nothing.
+  diff_mode:
+    support: full
+    details: Shows the image record before and after.
+  platform:
+    support: full
+    platforms: posix
+  idempotent:
+    support: full
+    details: A second run with the same source reports no change and reads no layer.
+notes:
+  - Run as root; layers keep their owners, setuid bits, device nodes and file
+    capabilities. In a user namespace device nodes are skipped with a warning.
+  - Directories a layer does not list are created with mode 0755, owned by root.
+seealso:
+  - name: OCI image layout
+    description: The layout and layer formats this module reads.
+    link: https://github.com/opencontainers/image-spec/blob/main/image-layout.md
+"""
+
+EXAMPLES = r"""
+- name: Import busybox from an OCI layout (skopeo copy docker://busybox oci:/srv/busybox:1)
+  fromscratch.containerfs.image:
+    name: busybox
+    source: /srv/busybox
+    tag: "1"
+
+- name: Import an image saved with docker save, for the target's platform
+  fromscratch.containerfs.image:
+    name: web:2.4
+    source: /srv/images/web.tar
+    tag: registry.example.com/web:2.4
+
+- name: Import the arm64 variant of a multi-platform layout, pinned by digest
+  fromscratch.containerfs.image:
+    name: app
+    source: /srv/app-oci
+    digest: sha256:4b4b5fa9cf0fe8a7b2d9d2cb2a1d4c0b3f7e0b0f3d7b9a5c5c2a8c9e0d1f2a3b
+    platform: linux/arm64
+
+- name: Import a root filesystem tarball (docker export, debootstrap | tar)
+  fromscratch.containerfs.image:
+    name: debian-minbase
+    source: /srv/rootfs.tar.zst
+
+- name: Remove an image and the layers nothing else uses
+  fromscratch.containerfs.image:
+    name: busybox
+    state: absent
+"""
+
+RETURN = r"""
+image:
+  description: The image record (empty when O(state=absent)).
+  returned: always
+  type: dict
+  contains:
+    name:
+      description: The image name.
+      type: str
+    format:
+      description: The source format that was read.
+      type: str
+      sample: oci
+    layers:
+      description: The layer diff_ids, bottom layer first.
+      type: list
+      elements: str
+    manifest_digest:
+      description: Digest of the chosen manifest (OCI sources).
+      type: str
+    config_digest:
+      description: Digest of the image config.
+      type: str
+    platform:
+      description: Platform of the image, C(os/arch[/variant]).
+      type: str
+      sample: linux/amd64
+    config:
+      description: Defaults of the image config - C(Entrypoint), C(Cmd), C(Env),
+        C(WorkingDir), C(User), C(Volumes), C(ExposedPorts), C(Labels), C(StopSignal).
+      type: dict
+    rootfs:
+      description: For O(format=dir), the directory used as-is.
+      type: str
+    source:
+      description: Where the image was read from.
+      type: dict
+  sample:
+    name: busybox
+    format: oci
+    layers: [sha256:65014c70e84b6817fac42bb201ec5c1ea460a8da246cac0e481f5c9a9491eac0]
+    platform: linux/amd64
+    config: {Cmd: [sh], Env: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]}
+lowerdirs:
+  description: The layer directories for overlayfs C(lowerdir=), top layer first.
+  returned: when O(state=present) and not in check mode
+  type: list
+  elements: str
+layers_added:
+  description: diff_ids of the layers unpacked by this run (or that would be, in check mode).
+  returned: when O(state=present)
+  type: list
+  elements: str
+layers_removed:
+  description: diff_ids of the layers removed by this run (or that would be).
+  returned: when O(state=absent)
+  type: list
+  elements: str
+"""
+
+import json
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image_store import (
+    IMAGE_ARGUMENT_SPEC, ImageError, ImageStore,
+)
+
+
+def _diff(store, name, before, after):
+    def text(record):
+        ident = store.identity(record)
+        return json.dumps(ident, indent=2, sort_keys=True) + "\n" if ident else ""
+    return {"before": text(before), "after": text(after),
+            "before_header": "image %s (before)" % name, "after_header": "image %s (after)" % name}
+
+
+def run_module(module):
+    p = module.params
+    store = ImageStore(p["store"])
+    if p["state"] == "present":
+        r = store.pull(p["name"], p["source"], format=p["format"], tag=p["tag"],
+                       digest=p["digest"], platform=p["platform"], check_mode=module.check_mode)
+        result = {"changed": r["changed"], "image": r["image"], "layers_added": r["layers_added"]}
+        if not module.check_mode:
+            result["lowerdirs"] = store.lowerdirs(p["name"])
+        after = r["image"]
+    else:
+        r = store.remove(p["name"], keep_layers=p["keep_layers"], check_mode=module.check_mode)
+        result = {"changed": r["changed"], "image": {}, "layers_removed": r["layers_removed"]}
+        after = None
+    for warning in r.get("warnings") or []:
+        module.warn(warning)
+    if module._diff:
+        result["diff"] = _diff(store, p["name"], r["before"], after)
+    return result
+
+
+def main():
+    module = AnsibleModule(supports_check_mode=True, **IMAGE_ARGUMENT_SPEC)
+    try:
+        module.exit_json(**run_module(module))
+    except ImageError as exc:
+        module.fail_json(msg=str(exc))
+    except (IOError, OSError) as exc:
+        module.fail_json(msg="image store %s: %s: %s" % (
+            module.params["store"], exc.filename or "", exc.strerror or exc))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""fromscratch.containerfs.image through a real ansible-playbook on localhost: check mode
+changes nothing, a second run is unchanged, diff mode shows the record, absent removes
+the record and the layers nothing else uses, bad input fails clearly and touches
+nothing."""
+import os
+
+import pytest
+
+from tests.lib import oci_fixtures as fx
+from tests.lib.oci_fixtures import dir_, file_, make_tar, whiteout
+from tests.lib.playbook import run_playbook
+
+BASE = make_tar([dir_("etc"), file_("etc/motd", b"hi\n"), dir_("bin"),
+                 file_("bin/tool", b"t", mode=0o4755)])
+TOP = make_tar([dir_("etc"), whiteout("etc/motd"), file_("etc/hostname", b"box\n")])
+
+
+# tests/lib/playbook.py asks for the `json` stdout callback, which lives in ansible.posix
+# (not installed here). Until the runner ships its own, give it a minimal one, written
+# at run time, with the same output shape.
+JSON_CALLBACK = """
+import json
+from ansible.plugins.callback import CallbackBase
+
+
+class CallbackModule(CallbackBase):
+    CALLBACK_VERSION = 2.0
+    CALLBACK_TYPE = "stdout"
+    CALLBACK_NAME = "json"
+
+    def __init__(self, *a, **k):
+        super(CallbackModule, self).__init__(*a, **k)
+        self.plays = []
+
+    def v2_playbook_on_play_start(self, play):
+        self.plays.append({"play": {"name": play.get_name()}, "tasks": []})
+
+    def v2_playbook_on_task_start(self, task, is_conditional):
+        self.plays[-1]["tasks"].append({"task": {"name": task.get_name()}, "hosts": {}})
+
+    def _record(self, result, **extra):
+        data = dict(result._result)
+        data.update(extra)
+        self.plays[-1]["tasks"][-1]["hosts"][result._host.get_name()] = data
+
+    def v2_runner_on_ok(self, result, **k):
+        self._record(result)
+
+    def v2_runner_on_failed(self, result, **k):
+        self._record(result, failed=True)
+
+    def v2_runner_on_skipped(self, result, **k):
+        self._record(result, skipped=True)
+
+    def v2_playbook_on_stats(self, stats):
+        self._display.display(json.dumps({"plays": self.plays}, default=str))
+"""
+
+
+@pytest.fixture(autouse=True)
+def json_callback(tmp_path_factory, monkeypatch):
+    try:
+        import ansible_collections.ansible.posix  # noqa: F401
+        return
+    except ImportError:
+        pass
+    d = tmp_path_factory.mktemp("callbacks")
+    (d / "json.py").write_text(JSON_CALLBACK)
+    monkeypatch.setenv("ANSIBLE_CALLBACK_PLUGINS", str(d))
+
+
+def image_task(title, **args):
+    return {"name": title, "fromscratch.containerfs.image": args}
+
+
+def files_under(path):
+    out = []
+    for base, dirs, files in os.walk(path):
+        out += [os.path.join(base, n) for n in dirs + files]
+    return sorted(out)
+
+
+def test_present_check_diff_idempotent_absent(tmp_path):
+    src = str(tmp_path / "layout")
+    fx.oci_layout(src, [BASE, TOP], tag="1.0")
+    other = str(tmp_path / "other.tar")
+    with open(other, "wb") as f:
+        f.write(fx.compress(BASE, "gzip"))
+    store = str(tmp_path / "store")
+    args = dict(name="app:1.0", source=src, tag="1.0", store=store)
+
+    check = run_playbook(tmp_path, [image_task("import (check)", **args)], check=True, diff=True)
+    assert check[0]["changed"] and len(check[0]["layers_added"]) == 2
+    assert check[0]["diff"]["before"] == "" and '"app:1.0"' in check[0]["diff"]["after"]
+    assert not os.path.exists(store), "check mode wrote to the store"
+
+    res = run_playbook(tmp_path, [
+        image_task("import", **args),
+        image_task("import again", **args),
+        image_task("same base layer, as a tarball", name="base", source=other, store=store),
+    ], diff=True)
+    first, again, base = res
+    assert first["changed"] and first["image"]["layers"] == [fx.sha(BASE), fx.sha(TOP)]
+    assert first["lowerdirs"] == [os.path.join(store, "layers/sha256", fx.sha(TOP)[7:]),
+                                  os.path.join(store, "layers/sha256", fx.sha(BASE)[7:])]
+    assert first["image"]["config"]["Entrypoint"] == ["/bin/sh"]
+    assert os.lstat(os.path.join(first["lowerdirs"][0], "etc/motd")).st_rdev == 0
+    assert not again["changed"] and again["layers_added"] == []
+    assert again["diff"]["before"] == again["diff"]["after"]
+    assert base["changed"] and base["layers_added"] == []      # shared: stored once
+    layers_before = files_under(os.path.join(store, "layers"))
+
+    res = run_playbook(tmp_path, [image_task("remove (check)", name="app:1.0", store=store,
+                                             state="absent")], check=True, diff=True)
+    assert res[0]["changed"] and res[0]["layers_removed"] == [fx.sha(TOP)]
+    assert '"app:1.0"' in res[0]["diff"]["before"] and res[0]["diff"]["after"] == ""
+    assert files_under(os.path.join(store, "layers")) == layers_before
+
+    res = run_playbook(tmp_path, [
+        image_task("remove", name="app:1.0", store=store, state="absent"),
+        image_task("remove again", name="app:1.0", store=store, state="absent"),
+        image_task("remove base, keep layers", name="base", store=store, state="absent",
+                   keep_layers=True),
+    ])
+    assert res[0]["changed"] and res[0]["layers_removed"] == [fx.sha(TOP)]
+    assert not res[1]["changed"]
+    assert res[2]["changed"] and res[2]["layers_removed"] == []
+    assert os.listdir(os.path.join(store, "images")) == []
+    assert sorted(os.listdir(os.path.join(store, "layers/sha256"))) == [
+        fx.sha(BASE)[7:], fx.sha(BASE)[7:] + ".json"]
+
+
+def test_bad_input_fails_clearly_and_touches_nothing(tmp_path):
+    src = str(tmp_path / "layout")
+    fx.oci_layout(src, [BASE, TOP], tamper={"diff_id": 1})
+    store = str(tmp_path / "store")
+    res = run_playbook(tmp_path, [
+        image_task("missing source", name="x", source=str(tmp_path / "nope"), store=store),
+    ], expect_failure=True)
+    assert res[0]["failed"] and "does not exist" in res[0]["msg"]
+    assert not os.path.exists(store)
+    res = run_playbook(tmp_path, [
+        image_task("tampered layer", name="x", source=src, store=store),
+    ], expect_failure=True)
+    assert res[0]["failed"] and "diff_id mismatch" in res[0]["msg"] and "layer 1" in res[0]["msg"]
+    assert not os.listdir(os.path.join(store, "images"))
+    assert not [n for n in os.listdir(os.path.join(store, "layers/sha256"))
+                if n.startswith(".tmp") or n.startswith(fx.sha(TOP)[7:])]
+    res = run_playbook(tmp_path, [
+        image_task("no source", name="x", store=store),
+        ], expect_failure=True)
+    assert res[0]["failed"] and "source" in res[0]["msg"]
