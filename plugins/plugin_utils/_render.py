@@ -145,6 +145,7 @@ def render_script(plan, version="0.0.0", template_dir=TEMPLATE_DIR):
         "exec": exec_step,
         "device_template": device_template_id(device_steps) if device_steps else None,
         "needs": _needed_commands(steps),
+        "dev_is_fresh_tmpfs": _dev_is_fresh_tmpfs(steps),
         "rootfs_lower": [l for s in steps if s["op"] == "mount_rootfs" and s["kind"] == "overlay"
                          for l in s["lower"]],
         "filesystems": _needed_filesystems(steps),
@@ -152,10 +153,16 @@ def render_script(plan, version="0.0.0", template_dir=TEMPLATE_DIR):
     return _environment(template_dir).get_template("container.sh.j2").render(**context)
 
 
+def _dev_is_fresh_tmpfs(steps):
+    """True when the last mount on /dev is a tmpfs and the devices are copied into it."""
+    dev = [s for s in steps if s["op"] == "mount" and s["target"] == "/dev"]
+    return bool(dev) and dev[-1]["fstype"] == "tmpfs" and any(s["op"] == "mknod" for s in steps)
+
+
 def _needed_commands(steps):
     ops = set(s["op"] for s in steps)
     needs = ["unshare", "nsenter", "mount", "umount", "pivot_root", "mkfifo", "env", "readlink",
-             "rm", "mkdir"]
+             "mkdir"]
     if ops & set(DEVICE_STEPS):
         needs += ["cp", "mknod", "ln", "mv"]
     if any(s["op"] == "mknod" and (s["uid"] or s["gid"]) for s in steps):
