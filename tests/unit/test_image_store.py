@@ -366,3 +366,38 @@ def test_parity_with_umoci(tmp_path):
     for snap in (mine, theirs):
         snap.pop("")
     assert mine == theirs
+
+
+# --------------------------------------------------------------- the unpack subcommand
+
+def run_cli(argv, tty=False):
+    import argparse
+    from ansible_collections.fromscratch.containerfs.plugins.module_utils import _unpack_cli
+
+    class Err(io.StringIO):
+        def isatty(self):
+            return tty
+    parser = argparse.ArgumentParser(prog="containerfs")
+    _unpack_cli.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["unpack"] + argv)
+    err, out = Err(), io.StringIO()
+    return args.func(args, stderr=err, stdout=out), out.getvalue(), err.getvalue()
+
+
+def test_cli_unpack_exit_codes_and_progress(tmp_path):
+    src = layout(tmp_path, tag="v1")
+    rc, out, err = run_cli([src, str(tmp_path / "a"), "--tag", "v1"], tty=True)
+    assert rc == 0 and "2 layers" in out and "100%" in err and "\r[" in err
+    rc, out, err = run_cli([src, str(tmp_path / "b"), "--no-progress"], tty=True)
+    assert rc == 0 and err == ""
+    rc, out, err = run_cli([src, str(tmp_path / "c")])
+    assert rc == 0 and err == ""                      # not a terminal: no bar
+    rc, out, err = run_cli([src, str(tmp_path / "d"), "--tag", "nope"])
+    assert rc == 2 and "no image tagged 'nope'" in err
+    rc, out, err = run_cli([str(tmp_path / "missing"), str(tmp_path / "e")])
+    assert rc == 2 and "does not exist" in err
+    bad = layout(tmp_path, tamper={"digest": 0}, name="bad")
+    rc, out, err = run_cli([bad, str(tmp_path / "f")])
+    assert rc == 2 and "digest mismatch" in err and not os.path.exists(str(tmp_path / "f"))
+    rc, out, err = run_cli([src, str(tmp_path / "no/such/parent/g")])
+    assert rc == 2 and "parent" in err
