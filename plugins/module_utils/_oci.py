@@ -132,7 +132,7 @@ def import_config(config, bundle_dir, lenient=False, name=None):
         raw["volumes"] = volumes
     raw["etc"] = etc
     for key in ("dns", "state_dir", "run_dir"):
-        if ours.get(key):
+        if ours.get(key) and (key != "dns" or any(ours[key].values())):
             raw[key] = ours[key]
     devices = _import_devices(imp, linux.get("devices") or [])
     if devices:
