@@ -9,7 +9,10 @@ per phase, in order, with the reason for each position next to it.
 
 Every step is a plain dict with an ``op`` (the step kind), the fields that kind needs,
 ``phase`` (``host``: done before entering the namespaces; ``root``: inside the new mount
-namespace, against the container root; ``final``: after pivot_root) and ``why``.
+namespace, against the container root; ``final``: after pivot_root), ``why``, and
+``at_start``: true for what belongs to a running process tree (the /proc of its pid
+namespace and the paths in it), which a persistent container filesystem gets only when
+its process starts.
 Container paths stay container paths; back-ends join them with the root they build.
 
 Private to the collection; may change without notice.
@@ -60,9 +63,13 @@ def container_paths(spec):
 
 def _step(op, phase, why, **fields):
     assert op in STEP_KINDS, op
-    step = {"op": op, "phase": phase, "why": why}
+    step = {"op": op, "phase": phase, "why": why, "at_start": phase == "final"}
     step.update(fields)
     return step
+
+
+def _in_proc(path):
+    return path == "/proc" or path.startswith("/proc/")
 
 
 # ---------------------------------------------------------------------------------------
@@ -158,7 +165,8 @@ def _mount_step(mount):
                  # proc and sysfs go on a real directory only, never through a symlink
                  # (CVE-2019-19921, CVE-2023-27561).
                  no_symlinks=fstype in ("proc", "sysfs"),
-                 create="match_source" if bind else "dir")
+                 create="match_source" if bind else "dir",
+                 at_start=fstype == "proc")
 
 
 def _volumes(spec):
@@ -221,9 +229,11 @@ def _hostname(spec):
 def _harden(spec):
     # After every mount, volumes included, so a volume cannot undo a mask. Read-only paths
     # first, then masks (runc order). A path that does not exist is skipped.
-    steps = [_step("readonly_path", "root", "read-only path", path=p) for p in spec["readonly_paths"]]
+    steps = [_step("readonly_path", "root", "read-only path", path=p, at_start=_in_proc(p))
+             for p in spec["readonly_paths"]]
     steps += [_step("mask_path", "root", "masked path: /dev/null over a file, an empty "
-                    "read-only tmpfs over a directory", path=p, dir_options=list(MASK_DIR_OPTIONS))
+                    "read-only tmpfs over a directory", path=p, dir_options=list(MASK_DIR_OPTIONS),
+                    at_start=_in_proc(p))
               for p in spec["masked_paths"]]
     return steps
 

@@ -27,7 +27,8 @@ def run_playbook(tmp_path, tasks, check=False, diff=False, extra_vars=None, expe
     env = dict(os.environ)
     env.update({
         "ANSIBLE_COLLECTIONS_PATH": collections_dir(tmp_path),
-        "ANSIBLE_STDOUT_CALLBACK": "json",
+        "ANSIBLE_STDOUT_CALLBACK": "test_json",
+        "ANSIBLE_CALLBACK_PLUGINS": os.path.join(os.path.dirname(os.path.abspath(__file__)), "callback"),
         "ANSIBLE_LOCALHOST_WARNING": "false",
         "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false",
         "ANSIBLE_NOCOLOR": "1",

@@ -1,0 +1,249 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: container
+short_description: Set up or remove a persistent container filesystem
+version_added: 0.1.0
+description:
+  - Builds a container filesystem the way runc does (rootfs, optionally under an overlay,
+    C(/dev), C(/dev/pts), C(/dev/shm), C(/dev/mqueue), C(/sys), cgroups, volumes,
+    generated C(/etc) files, devices, masked and read-only paths, a read-only root) in
+    pinned namespaces on the target, from a container spec, a spec file or an OCI bundle.
+  - The namespaces are kept alive by nsfs bind mounts under C(<run_dir>/<name>/ns/), with
+    no process in them. Enter the filesystem with
+    C(nsenter --mount=<run_dir>/<name>/ns/mnt). What belongs to a running process tree
+    (the C(/proc) of its pid namespace and the masked and read-only paths in it) is
+    mounted when the container process starts, not here.
+  - Each step is checked against the live state seen from inside the namespaces
+    (mountinfo, file types, the hostname) and done only when missing, so a second run
+    changes nothing. When the spec changed, the namespaces are rebuilt from scratch.
+  - The same spec renders into a standalone shell script with C(scripts/containerfs render).
+author:
+  - fromscratch.containerfs developers
+options:
+  name:
+    description:
+      - Container name. Overrides the name in the spec, the spec file or the bundle.
+      - Required with O(state=absent) when no spec is given.
+    type: str
+  spec:
+    description:
+      - The container spec (see C(docs/spec.md) in the collection). Paths must be absolute.
+      - Mutually exclusive with O(spec_file) and O(bundle).
+    type: dict
+  spec_file:
+    description:
+      - Path on the target of a spec in YAML or JSON. Relative paths in it are relative to
+        its directory.
+    type: path
+  bundle:
+    description:
+      - Path on the target of an OCI runtime bundle (C(config.json) and its root), read as
+        C(runc run --bundle) does.
+    type: path
+  lenient:
+    description:
+      - With O(bundle), report OCI fields containerfs does not support as warnings instead
+        of failing. They are never dropped in silence.
+    type: bool
+    default: false
+  state:
+    description:
+      - V(present) sets the filesystem up (or repairs drift); V(absent) removes every mount,
+        pinned namespace and file it made.
+    type: str
+    choices: [present, absent]
+    default: present
+attributes:
+  check_mode:
+    support: full
+    description: Reports the steps that would run and changes nothing.
+  diff_mode:
+    support: full
+    description: Shows the steps to add (one line per mount, device, file) as a diff.
+  platform:
+    support: full
+    platforms: posix
+    description: Linux with util-linux (unshare, mount, umount); runs as root.
+notes:
+  - Needs root on the target, and util-linux's C(unshare) and C(mount).
+  - Targets are resolved inside the rootfs as runc does; C(/proc) and C(/sys) are never
+    mounted through a symlink.
+seealso:
+  - module: fromscratch.containerfs.image
+"""
+
+EXAMPLES = r"""
+- name: A busybox container filesystem with a data volume
+  fromscratch.containerfs.container:
+    spec:
+      name: web
+      hostname: web
+      rootfs:
+        path: /srv/images/busybox
+        overlay: true
+      volumes:
+        - source: /srv/data
+          target: /data
+
+- name: The same from an OCI bundle that runc would run
+  fromscratch.containerfs.container:
+    bundle: /srv/bundles/web
+
+- name: Remove it, mounts and namespaces included
+  fromscratch.containerfs.container:
+    name: web
+    state: absent
+"""
+
+RETURN = r"""
+actions:
+  description: The steps that ran (or would run in check mode), one line each.
+  returned: always
+  type: list
+  elements: str
+  sample: ["mount tmpfs tmpfs on /dev (nosuid,strictatime,mode=755,size=65536k)"]
+container:
+  description: Where the container filesystem lives.
+  returned: when O(state=present)
+  type: dict
+  contains:
+    name:
+      description: Container name.
+      type: str
+    digest:
+      description: Digest of the normalised spec.
+      type: str
+    root:
+      description: Host path of the container root inside its mount namespace.
+      type: str
+    namespaces:
+      description: Namespace files (pinned, or joined by path), by kind.
+      type: dict
+    enter:
+      description: A command that enters the container's namespaces.
+      type: str
+  sample:
+    name: web
+    digest: "sha256:0f3a..."
+    root: /run/containerfs/web/rootfs
+    namespaces: {mnt: /run/containerfs/web/ns/mnt, uts: /run/containerfs/web/ns/uts}
+    enter: nsenter --mount=/run/containerfs/web/ns/mnt --uts=/run/containerfs/web/ns/uts
+"""
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _applier
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _plan
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _spec
+
+try:
+    import yaml
+    HAS_YAML = True
+except ImportError:
+    HAS_YAML = False
+
+
+def load_raw_spec(module):
+    """The raw spec and the directory its relative paths are relative to."""
+    params = module.params
+    if params["bundle"]:
+        from ansible_collections.fromscratch.containerfs.plugins.module_utils import _oci
+        raw, warnings = _oci.spec_from_bundle(params["bundle"], lenient=params["lenient"])
+        for warning in warnings:
+            module.warn(warning)
+        return raw, params["bundle"]
+    if params["spec_file"]:
+        if not HAS_YAML:
+            module.fail_json(msg="spec_file needs PyYAML on the target (pip install pyyaml)")
+        try:
+            with open(params["spec_file"]) as f:
+                raw = yaml.safe_load(f)
+        except (IOError, OSError) as exc:
+            module.fail_json(msg="cannot read spec_file %s: %s" % (params["spec_file"], exc))
+        except yaml.YAMLError as exc:
+            module.fail_json(msg="spec_file %s is not valid YAML: %s" % (params["spec_file"], exc))
+        return raw, os.path.dirname(os.path.abspath(params["spec_file"]))
+    if params["spec"] is not None:
+        return dict(params["spec"]), None
+    return {"rootfs": {"path": "/"}}, None  # absent by name only: paths come from the defaults
+
+
+def build_plan(module):
+    raw, base_dir = load_raw_spec(module)
+    if module.params["name"]:
+        raw["name"] = module.params["name"]
+    return _plan.build_plan(_spec.load_spec(raw, base_dir=base_dir))
+
+
+def container_info(plan, applier):
+    files = applier.namespaces.files()
+    flags = {"mnt": "mount"}
+    return {
+        "name": plan["name"],
+        "digest": plan["digest"],
+        "root": plan["paths"]["root"],
+        "namespaces": files,
+        "enter": "nsenter " + " ".join("--%s=%s" % (flags.get(kind, kind), path)
+                                       for kind, path in sorted(files.items())),
+    }
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            name=dict(type="str"),
+            spec=dict(type="dict"),
+            spec_file=dict(type="path"),
+            bundle=dict(type="path"),
+            lenient=dict(type="bool", default=False),
+            state=dict(type="str", choices=["present", "absent"], default="present"),
+        ),
+        mutually_exclusive=[("spec", "spec_file", "bundle")],
+        required_if=[("state", "present", ("spec", "spec_file", "bundle"), True)],
+        required_one_of=[("name", "spec", "spec_file", "bundle")],
+        supports_check_mode=True,
+    )
+    if os.geteuid() != 0:
+        module.fail_json(msg="fromscratch.containerfs.container must run as root (become: true)")
+    try:
+        plan = build_plan(module)
+    except _spec.SpecError as exc:
+        module.fail_json(msg=str(exc), errors=["%s: %s" % e for e in exc.errors])
+
+    applier = _applier.Applier(plan, check_mode=module.check_mode)
+    before = applier.persistent_steps() if applier.exists() else []
+    try:
+        if module.params["state"] == "absent":
+            actions = applier.remove()
+            after = []
+        else:
+            actions = applier.converge()
+            after = applier.persistent_steps()
+    except _applier.ApplyError as exc:
+        module.fail_json(msg="container %s: %s" % (plan["name"], exc), cmd=exc.cmd)
+
+    result = dict(changed=bool(actions), actions=actions)
+    if module.params["state"] == "present":
+        result["container"] = container_info(plan, applier)
+    if module._diff:
+        unchanged = [line for line in after if line not in actions]
+        result["diff"] = {
+            "before_header": "container %s (live)" % plan["name"],
+            "after_header": "container %s (spec)" % plan["name"],
+            "before": "\n".join(unchanged if after else before) + "\n",
+            "after": "\n".join(after) + "\n" if after else "",
+        }
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""fromscratch.containerfs.container, run for real through ansible-playbook.
+
+Each test works under its own tmp dir (state_dir, run_dir); tests/run runs pytest in a
+private mount namespace, and every test removes what it made.
+"""
+import os
+import subprocess
+
+import pytest
+
+from tests.lib.playbook import run_playbook
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+
+
+@pytest.fixture(scope="module")
+def rootfs(tmp_path_factory):
+    path = tmp_path_factory.mktemp("image") / "rootfs"
+    subprocess.run([os.path.join(ROOT, "tests/lib/make-busybox-rootfs"), str(path)], check=True)
+    return str(path)
+
+
+@pytest.fixture
+def spec(tmp_path, rootfs):
+    return {
+        "name": "box",
+        "hostname": "box",
+        "rootfs": {"path": rootfs, "overlay": True},
+        "state_dir": str(tmp_path / "state"),
+        "run_dir": str(tmp_path / "run"),
+        "volumes": [{"source": str(tmp_path / "data"), "target": "/data", "readonly": True}],
+        "dns": {"nameservers": ["10.0.0.1"]},
+    }
+
+
+def task(spec, state="present", **extra):
+    args = {"spec": spec, "state": state}
+    args.update(extra)
+    return {"name": "container %s" % state, "fromscratch.containerfs.container": args}
+
+
+def inside(spec, command):
+    """Run a command in the container's pinned namespaces (host binaries, host root view)."""
+    ns = os.path.join(spec["run_dir"], spec["name"], "ns")
+    return subprocess.run(["nsenter", "--mount=%s/mnt" % ns, "--uts=%s/uts" % ns, "sh", "-c", command],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+                          check=True).stdout
+
+
+def container_mounts(spec):
+    root = os.path.join(spec["run_dir"], spec["name"], "rootfs")
+    table = {}
+    for line in inside(spec, "cat /proc/self/mountinfo").splitlines():
+        fields = line.split()
+        point = fields[4]
+        if point == root or point.startswith(root + "/"):
+            table[point[len(root):] or "/"] = (fields[fields.index("-") + 1], set(fields[5].split(",")))
+    return table
+
+
+def host_mounts_under(path):
+    with open("/proc/self/mountinfo") as f:
+        return [l.split()[4] for l in f if l.split()[4].startswith(path)]
+
+
+def test_present_builds_then_idempotent_then_absent(tmp_path, spec):
+    os.makedirs(spec["volumes"][0]["source"])
+    first = run_playbook(tmp_path, [task(spec)], diff=True)[0]
+    assert first["changed"] is True
+    assert any("mount devpts" in a for a in first["actions"])
+    assert "mount sysfs sysfs on /sys (nosuid,noexec,nodev,ro)" in first["diff"]["after"]
+    assert "mount sysfs" not in first["diff"]["before"]
+    assert first["container"]["namespaces"]["mnt"].endswith("/ns/mnt")
+
+    mounts = container_mounts(spec)
+    assert mounts["/"][0] == "overlay" and "ro" in mounts["/"][1]
+    assert mounts["/dev"][0] == "tmpfs" and "nosuid" in mounts["/dev"][1]
+    assert mounts["/dev/pts"][0] == "devpts"
+    assert mounts["/sys"][0] == "sysfs" and "ro" in mounts["/sys"][1]
+    assert mounts["/data"][1] >= {"ro"}
+    assert "/proc" not in mounts, "the /proc of a pid namespace waits for the process"
+    assert inside(spec, "hostname").strip() == "box"
+    root = os.path.join(spec["run_dir"], "box", "rootfs")
+    assert inside(spec, "cat %s/etc/resolv.conf" % root) == "nameserver 10.0.0.1\n"
+    assert inside(spec, "stat -c '%%F %%t:%%T %%a' %s/dev/null" % root).strip() == \
+        "character special file 1:3 666"
+    # the host sees none of the container's mounts, only the pinned namespaces
+    assert host_mounts_under(root) == []
+
+    second = run_playbook(tmp_path, [task(spec)])[0]
+    assert second["changed"] is False, second["actions"]
+    assert second["actions"] == []
+
+    gone = run_playbook(tmp_path, [task(spec, state="absent")])[0]
+    assert gone["changed"] is True
+    assert host_mounts_under(spec["run_dir"]) == []
+    assert not os.path.exists(os.path.join(spec["run_dir"], "box"))
+    assert not os.path.exists(os.path.join(spec["state_dir"], "containers", "box"))
+    assert run_playbook(tmp_path, [task(spec, state="absent")])[0]["changed"] is False
+
+
+def test_check_mode_changes_nothing(tmp_path, spec):
+    os.makedirs(spec["volumes"][0]["source"])
+    result = run_playbook(tmp_path, [task(spec)], check=True)[0]
+    assert result["changed"] is True
+    assert any("pin fresh namespaces" in a for a in result["actions"])
+    assert not os.path.exists(os.path.join(spec["run_dir"], "box", "ns"))
+    assert not os.path.exists(os.path.join(spec["state_dir"], "containers", "box"))
+
+
+def test_drift_is_repaired(tmp_path, spec):
+    os.makedirs(spec["volumes"][0]["source"])
+    run_playbook(tmp_path, [task(spec)])
+    root = os.path.join(spec["run_dir"], "box", "rootfs")
+    inside(spec, "umount %s/dev/shm && rm %s/dev/zero && hostname other" % (root, root))
+    check = run_playbook(tmp_path, [task(spec)], check=True)[0]
+    assert check["changed"] is True
+    assert sorted(check["actions"]) == sorted([
+        "mount tmpfs shm on /dev/shm (nosuid,noexec,nodev,mode=1777,size=65536k)",
+        "mknod /dev/zero c 1:5 mode 0666 uid 0 gid 0", "hostname box"])
+    fixed = run_playbook(tmp_path, [task(spec)])[0]
+    assert fixed["actions"] == check["actions"]
+    assert container_mounts(spec)["/dev/shm"][0] == "tmpfs"
+    assert inside(spec, "hostname").strip() == "box"
+    run_playbook(tmp_path, [task(spec, state="absent")])
+
+
+def test_changed_spec_rebuilds(tmp_path, spec):
+    os.makedirs(spec["volumes"][0]["source"])
+    run_playbook(tmp_path, [task(spec)])
+    spec["volumes"] = []
+    result = run_playbook(tmp_path, [task(spec)])[0]
+    assert result["changed"] is True
+    assert "/data" not in container_mounts(spec)
+    run_playbook(tmp_path, [task(spec, state="absent")])
+
+
+def test_bad_spec_fails_with_field_path_and_touches_nothing(tmp_path, spec):
+    spec["volumes"] = [{"source": "/x", "target": "relative"}]
+    result = run_playbook(tmp_path, [task(spec)], expect_failure=True)[0]
+    assert result["failed"]
+    assert "volumes[0].target: must be an absolute path inside the container" in result["msg"]
+    assert not os.path.exists(spec["run_dir"])
+    assert not os.path.exists(spec["state_dir"])
+
+
+def test_symlink_target_stays_inside_rootfs(tmp_path, spec, rootfs):
+    """A volume target through an image symlink (/data -> /etc) lands in the rootfs's /etc."""
+    image = tmp_path / "image"
+    subprocess.run(["cp", "-a", rootfs, str(image)], check=True)
+    os.symlink("/etc", str(image / "link"))
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    spec["rootfs"] = {"path": str(image), "overlay": True}
+    spec["volumes"] = [{"type": "tmpfs", "target": "/link/mnt"}]
+    run_playbook(tmp_path, [task(spec)])
+    mounts = container_mounts(spec)
+    assert mounts["/etc/mnt"][0] == "tmpfs"
+    assert not os.path.exists("/etc/mnt"), "nothing lands on the host's /etc"
+    run_playbook(tmp_path, [task(spec, state="absent")])
