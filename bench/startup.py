@@ -21,14 +21,17 @@ import json
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 INNER_FLAG = "CFS_BENCH_INNER"
+TIMEOUT = 20  # seconds; a run that takes longer hangs
 NAME = "busybox"
 MASKED = ("/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
           "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",
@@ -152,9 +155,20 @@ class Runner(object):
         self.count += 1
         argv = self.make_argv(self.count)
         start = time.perf_counter()
-        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE)
+        # own session: a hung run is killed with everything it started
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, start_new_session=True)
+        # a timer, not communicate(timeout=): Popen.wait(timeout) polls with sleeps of up
+        # to 50 ms, which would quantise the times
+        hung = []
+        timer = threading.Timer(TIMEOUT, lambda: (hung.append(1),
+                                                  os.killpg(proc.pid, signal.SIGKILL)))
+        timer.start()
+        _out, err = proc.communicate()
         elapsed = time.perf_counter() - start
+        timer.cancel()
+        if hung:
+            err = b"hung for %ds, killed\n" % TIMEOUT + (err or b"")
         if self.cleanup:
             self.cleanup(self.count)
         if proc.returncode != 0:
@@ -164,7 +178,7 @@ class Runner(object):
             if self.failures == 1 or self.failures > max(3, self.count // 10):
                 sys.stderr.write("bench/startup: %s failed (exit %d, %d of %d runs): %s\n%s" % (
                     self.name, proc.returncode, self.failures, self.count, " ".join(argv),
-                    proc.stderr.decode(errors="replace")))
+                    err.decode(errors="replace")))
             if self.failures > max(3, self.count // 10):
                 die("%s fails too often" % self.name)
             return
@@ -264,6 +278,8 @@ def inner(args):
         # first run of ours: builds the state dir (dev template, /etc files) the others bind
         ours = Runner("ours", lambda n: ["/bin/sh", script, "run", "/bin/true"])
         ours.run_once(record=False)
+        if ours.failures:
+            die("our script does not run; nothing to compare")
         bundle = make_bundle(tmp, rootfs, etc_dir, hostname)
         crun_cgroup_workaround()
         bw = bwrap_argv(rootfs, etc_dir, hostname)
