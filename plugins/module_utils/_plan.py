@@ -32,7 +32,7 @@ PLAN_VERSION = 1
 
 # Step kinds, in the order a reader meets them. Each back-end has one handler per kind.
 STEP_KINDS = (
-    "write_file", "copy_file", "make_dir", "namespaces", "mount_rootfs", "mount", "cgroup",
+    "unpack_layer", "write_file", "copy_file", "make_dir", "namespaces", "mount_rootfs", "mount", "cgroup",
     "mknod", "symlink", "hostname", "readonly_path", "mask_path", "remount_root_readonly",
     "pivot_root", "root_propagation", "exec",
 )
@@ -44,6 +44,22 @@ def spec_digest(spec):
     """A stable digest of a normalised spec (sorted-key JSON)."""
     text = json.dumps(spec, sort_keys=True, separators=(",", ":"))
     return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def layer_dir(store, diff_id):
+    """Where the image store keeps an unpacked layer (shared by every container)."""
+    return os.path.join(store, "layers", "sha256", diff_id.split(":", 1)[-1])
+
+
+def lower_dirs(rootfs):
+    """overlayfs lowerdirs of a rootfs, top layer first."""
+    image = rootfs["image"]
+    if image is None:
+        return [rootfs["path"]]
+    resolved = image["resolved"]
+    if resolved.get("rootfs"):
+        return [resolved["rootfs"]]
+    return [layer_dir(image["store"], layer["diff_id"]) for layer in reversed(resolved["layers"])]
 
 
 def container_paths(spec):
@@ -76,10 +92,34 @@ def _in_proc(path):
 # Phases, in order.
 # ---------------------------------------------------------------------------------------
 
+def _image_layers(spec, paths):
+    """Image layers, verified and unpacked once into the shared store (bottom first)."""
+    image = spec["rootfs"]["image"]
+    if image is None or image["resolved"].get("rootfs"):
+        return []
+    resolved = image["resolved"]
+    steps = []
+    for layer in resolved["layers"]:
+        steps.append(_step(
+            "unpack_layer", "host", "image layer: verify digest and diff_id, unpack once, "
+            "whiteouts as overlayfs wants them", source=image["source"], format=resolved["format"],
+            blob=layer["path"], digest=layer["digest"], size=layer["size"],
+            diff_id=layer["diff_id"], compression=layer["compression"] or "",
+            media_type=layer.get("media_type"), dest=layer_dir(image["store"], layer["diff_id"])))
+    # The store's garbage collection keeps the layers a container lists here.
+    steps.append(_step("write_file", "host", "the layers this container uses (kept by the "
+                       "store's garbage collection)", path=os.path.join(paths["state"], "image.json"),
+                       content=json.dumps({"layers": [l["diff_id"] for l in resolved["layers"]]},
+                                          sort_keys=True) + "\n", mode="0644"))
+    return steps
+
+
 def _host_files(spec, paths):
     """/etc files are generated outside the rootfs, so the image stays untouched."""
     steps = [_step("make_dir", "host", "per-container state: generated /etc files, overlay dirs",
                    path=paths["etc"], mode="0755")]
+    steps += [_step("make_dir", "host", "volume source, made on first use", path=v["source"],
+                    mode="0755") for v in spec["volumes"] if v.get("create")]
     etc = spec["etc"]
     if etc["hostname"] and spec["hostname"]:
         steps.append(_step("write_file", "host", "the container's /etc/hostname",
@@ -134,7 +174,7 @@ def _rootfs(spec, paths):
     rootfs = spec["rootfs"]
     if rootfs["overlay"]:
         return [_step("mount_rootfs", "root", "overlay: writes go to the per-container upper dir",
-                      kind="overlay", target=paths["root"], lower=[rootfs["path"]],
+                      kind="overlay", target=paths["root"], lower=lower_dirs(rootfs),
                       upper=paths["upper"], work=paths["work"])]
     return [_step("mount_rootfs", "root", "pivot_root needs the rootfs to be a mount point",
                   kind="bind", target=paths["root"], source=rootfs["path"])]
@@ -268,6 +308,7 @@ def build_plan(spec):
     paths = container_paths(spec)
     steps = []
     steps += _host_files(spec, paths)
+    steps += _image_layers(spec, paths)
     steps += _enter_namespaces(spec)
     steps += _rootfs(spec, paths)
     steps += _spec_mounts(spec)
@@ -299,6 +340,7 @@ def _opts(options):
 
 
 _DESCRIBERS = {
+    "unpack_layer": lambda s: "unpack layer %s (%s) into %s" % (s["diff_id"], s["digest"], s["dest"]),
     "write_file": lambda s: "write %s (%d bytes, mode %s)" % (s["path"], len(s["content"]), s["mode"]),
     "copy_file": lambda s: "copy %s to %s" % (s["source"], s["path"]),
     "make_dir": lambda s: "mkdir -p %s" % s["path"],

@@ -217,18 +217,57 @@ def _check_hostname(c, spec, namespaces):
 ROOTFS_FIELDS = ("path", "image", "overlay", "readonly", "propagation")
 
 
+IMAGE_FIELDS = ("source", "format", "tag", "digest", "platform", "store", "resolved")
+IMAGE_FORMATS = ("auto", "oci", "docker-archive", "tarball", "dir")
+
+
+def _check_image(c, image, state_dir):
+    """rootfs.image: where the image comes from; `resolved` is filled by _image_spec."""
+    image = c.fields("rootfs.image", image, IMAGE_FIELDS)
+    out = {"source": None, "format": "auto", "tag": None, "digest": None, "platform": None,
+           "store": state_dir, "resolved": None}
+    if not isinstance(image.get("source"), str) or not image.get("source"):
+        c.error("rootfs.image.source", "is required: the path of an OCI layout, a docker save "
+                "archive, a rootfs tarball or a directory")
+    else:
+        out["source"] = image["source"]
+    for key in ("format", "tag", "digest", "platform", "store"):
+        if image.get(key) is not None and c.typed("rootfs.image." + key, image[key], (str,), "a string"):
+            out[key] = image[key]
+    if out["format"] not in IMAGE_FORMATS:
+        c.error("rootfs.image.format", "must be one of %s, got %r" % (", ".join(IMAGE_FORMATS),
+                                                                     out["format"]))
+    if not isinstance(out["store"], str) or not out["store"].startswith("/") or \
+            any(ch in out["store"] for ch in ",:\n\\"):
+        c.error("rootfs.image.store", "must be an absolute host path without ',', ':' or '\\', "
+                "got %r" % (out["store"],))
+    resolved = image.get("resolved")
+    if out["source"] and not isinstance(resolved, dict):
+        c.error("rootfs.image", "the image was not read (resolve it with _image_spec.with_image "
+                "before validating)")
+    elif isinstance(resolved, dict):
+        out["resolved"] = resolved
+    return out
+
+
 def _check_rootfs(c, spec, base_dir):
     rootfs = c.fields("rootfs", spec.get("rootfs"), ROOTFS_FIELDS)
     if "rootfs" not in spec:
-        c.error("rootfs", "is required (rootfs.path: the directory to use as the container root)")
+        c.error("rootfs", "is required (rootfs.path: the directory to use as the container root, "
+                "or rootfs.image)")
     out = {"path": None, "image": None, "overlay": False, "readonly": True, "propagation": None}
     path = rootfs.get("path")
     if rootfs.get("image") is not None:
-        c.error("rootfs.image", "image sources are not supported yet; unpack the image and "
-                "give rootfs.path")
-    if path is None:
+        out["image"] = _check_image(c, rootfs["image"], spec.get("state_dir", "/var/lib/containerfs"))
+        out["overlay"] = True
+        if path is not None:
+            c.error("rootfs.path", "give either rootfs.path or rootfs.image, not both")
+        if rootfs.get("overlay") is False:
+            c.error("rootfs.overlay", "an image rootfs is mounted as overlayfs layers: it must "
+                    "be true (or left out)")
+    elif path is None:
         if "rootfs" in spec:
-            c.error("rootfs.path", "is required")
+            c.error("rootfs.path", "is required (or rootfs.image)")
     elif c.typed("rootfs.path", path, (str,), "a string"):
         if not path:
             c.error("rootfs.path", "must not be empty")
@@ -340,7 +379,7 @@ def _check_options(c, where, options):
 
 
 VOLUME_FIELDS = ("type", "source", "target", "readonly", "recursive", "propagation", "options",
-                 "size", "mode")
+                 "size", "mode", "create")
 
 
 def _check_volumes(c, spec, base_dir):
@@ -389,6 +428,9 @@ def _check_bind_volume(c, where, item, volume, base_dir):
     volume["recursive"] = True
     if "recursive" in item and c.typed(where + ".recursive", item["recursive"], (bool,), "a boolean"):
         volume["recursive"] = item["recursive"]
+    volume["create"] = False
+    if "create" in item and c.typed(where + ".create", item["create"], (bool,), "a boolean"):
+        volume["create"] = item["create"]
     volume["propagation"] = "rprivate"
     propagation = item.get("propagation")
     if propagation is not None and c.typed(where + ".propagation", propagation, (str,), "a string"):
@@ -400,7 +442,7 @@ def _check_bind_volume(c, where, item, volume, base_dir):
 
 
 def _check_tmpfs_volume(c, where, item, volume):
-    for key in ("source", "recursive", "propagation"):
+    for key in ("source", "recursive", "propagation", "create"):
         if key in item:
             c.error("%s.%s" % (where, key), "applies to bind volumes only")
     volume["size"] = None

@@ -142,6 +142,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _applier
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _image_spec
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _plan
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _spec
 
@@ -181,7 +182,7 @@ def build_plan(module):
     raw, base_dir = load_raw_spec(module)
     if module.params["name"]:
         raw["name"] = module.params["name"]
-    return _plan.build_plan(_spec.load_spec(raw, base_dir=base_dir))
+    return _plan.build_plan(_image_spec.load(raw, base_dir=base_dir))
 
 
 def container_info(plan, applier):

@@ -145,9 +145,12 @@ def render_script(plan, version="0.0.0", template_dir=TEMPLATE_DIR):
         "exec": exec_step,
         "device_template": device_template_id(device_steps) if device_steps else None,
         "needs": _needed_commands(steps),
+        "layer_steps": [s for s in steps if s["op"] == "unpack_layer"],
         "dev_is_fresh_tmpfs": _dev_is_fresh_tmpfs(steps),
+        # lower dirs that must exist already (image layers are unpacked by the script)
         "rootfs_lower": [l for s in steps if s["op"] == "mount_rootfs" and s["kind"] == "overlay"
-                         for l in s["lower"]],
+                         for l in s["lower"]
+                         if l not in [u["dest"] for u in steps if u["op"] == "unpack_layer"]],
         "filesystems": _needed_filesystems(steps),
     }
     return _environment(template_dir).get_template("container.sh.j2").render(**context)
@@ -162,13 +165,17 @@ def _dev_is_fresh_tmpfs(steps):
 def _needed_commands(steps):
     ops = set(s["op"] for s in steps)
     needs = ["unshare", "nsenter", "mount", "umount", "pivot_root", "mkfifo", "env", "readlink",
-             "mkdir"]
+             "mkdir", "rm"]
     if ops & set(DEVICE_STEPS):
         needs += ["cp", "mknod", "ln", "mv"]
     if any(s["op"] == "mknod" and (s["uid"] or s["gid"]) for s in steps):
         needs.append("chown")
     if any(s["op"] == "exec" and (s["uid"] or s["gid"]) for s in steps):
         needs.append("setpriv")
+    layers = [s for s in steps if s["op"] == "unpack_layer"]
+    if layers:
+        needs += ["cat", "tar", "sha256sum", "find", "setfattr", "mknod", "mv", "rm"]
+        needs += [s["compression"] for s in layers if s["compression"]]
     if "mask_path" in ops:
         needs.append("stat")  # the container's /dev/null is checked before masking with it
     return sorted(set(needs))

@@ -184,7 +184,7 @@ def test_volume_defaults():
     spec = load_spec(minimal(volumes=[{"source": "/a", "target": "/b"},
                                       {"type": "tmpfs", "target": "/t", "size": "1m", "mode": "1777"}]))
     assert spec["volumes"][0] == {"type": "bind", "source": "/a", "target": "/b", "readonly": False,
-                                  "options": [], "recursive": True, "propagation": "rprivate"}
+                                  "options": [], "recursive": True, "propagation": "rprivate", "create": False}
     assert spec["volumes"][1]["mode"] == "1777"
     assert spec["volumes"][1]["size"] == "1m"
 
