@@ -418,6 +418,8 @@ def _v1_hierarchies():
 def _host_step_done(step):
     if step["op"] == "make_dir":
         return os.path.isdir(step["path"])
+    if step["op"] == "unpack_layer":
+        return os.path.isdir(step["dest"]) and os.path.isfile(step["dest"] + ".json")
     content = step.get("content")
     if step["op"] == "copy_file":
         with open(step["source"]) as f:
@@ -433,6 +435,9 @@ def _do_host_step(step):
     if step["op"] == "make_dir":
         os.makedirs(step["path"], int(step["mode"], 8))
         return
+    if step["op"] == "unpack_layer":
+        _unpack_layer(step)
+        return
     content = step.get("content")
     if step["op"] == "copy_file":
         with open(step["source"]) as f:
@@ -442,6 +447,19 @@ def _do_host_step(step):
         f.write(content)
     os.chmod(tmp, int(step["mode"], 8))
     os.rename(tmp, step["path"])
+
+
+def _unpack_layer(step):
+    """Verify and unpack one image layer into the shared store (the image module's code)."""
+    from ansible_collections.fromscratch.containerfs.plugins.module_utils import _image_store
+    store_root = os.path.dirname(os.path.dirname(os.path.dirname(step["dest"])))
+    try:
+        _image_store.ImageStore(store_root).add_layer(
+            step["source"], step["format"], step["blob"], digest=step["digest"],
+            size=step["size"], diff_id=step["diff_id"], compression=step["compression"] or None,
+            media_type=step.get("media_type"))
+    except _image_store.ImageError as exc:
+        raise ApplyError(str(exc), step=describe_step(step))
 
 
 def _root_steps(plan):

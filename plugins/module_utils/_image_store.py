@@ -1038,6 +1038,22 @@ class ImageStore(object):
         return {"changed": changed, "image": after, "before": before, "layers_added": added,
                 "warnings": []}
 
+    def add_layer(self, source, format, blob, digest, size, diff_id, compression=None,
+                  media_type=None, progress=None):
+        """Verify and unpack one layer of the image at `source` into the store, unless it
+        is there already (the container applier's way in: its plan lists the layers)."""
+        if self.has_layer(diff_id):
+            return {"added": False}
+        image = {"source": os.path.abspath(source), "format": format}
+        layer = {"path": blob, "digest": digest, "size": size, "diff_id": diff_id,
+                 "compression": compression, "media_type": media_type}
+        with self._locked():
+            if self.has_layer(diff_id):
+                return {"added": False}
+            with _opened(image) as opener:
+                return self._unpack_layer(image, layer, 0, opener,
+                                          _progress_adapter(progress, size or 0))
+
     def _unpack_layer(self, image, layer, index, opener, step):
         tmp = tempfile.mkdtemp(prefix=".tmp-", dir=self.layers_dir)
         try:
