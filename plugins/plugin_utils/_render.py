@@ -25,7 +25,7 @@ TEMPLATE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.p
                             "scripts", "templates")
 
 # Steps that become lines of the fstab batch.
-BATCHED = ("mount", "cgroup", "mount_rootfs")
+BATCHED = ("mount", "cgroup", "mount_rootfs", "remount_root_readonly")
 # Steps whose lines depend on what exists after the earlier mounts (skip if missing).
 EXISTENCE_CHECKED = ("readonly_path", "mask_path")
 DEVICE_STEPS = ("mknod", "symlink")
@@ -77,6 +77,15 @@ def group_steps(steps):
 
 
 def _add_mount_step(blocks, current, step):
+    """Add a batched step to the current block, or start a new one; return the block."""
+    if step["op"] == "remount_root_readonly":
+        # the last line of whatever batch is open: every mount point exists by then
+        if current is None:
+            current = {"kind": "mounts", "steps": [], "bases": [], "checked": False}
+            blocks.append(current)
+        current["steps"].append(step)
+        current["bases"].append(None)
+        return current
     checked = step["op"] in EXISTENCE_CHECKED
     if current is not None and checked and not current.get("checked"):
         current = None  # existence checks see the earlier mounts only once they are mounted
@@ -85,7 +94,7 @@ def _add_mount_step(blocks, current, step):
     if current is not None:
         for index in range(len(current["steps"]) - 1, -1, -1):
             earlier = current["steps"][index]
-            if earlier["op"] == "mount_rootfs":
+            if earlier["op"] in ("mount_rootfs", "remount_root_readonly"):
                 continue  # a bind of the rootfs onto itself shows the same tree
             earlier_target = earlier.get("target") or earlier.get("path")
             if earlier_target == target or _under(target, earlier_target):
