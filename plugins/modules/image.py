@@ -31,7 +31,7 @@ options:
   name:
     description:
       - Name of the image in the store, for example V(debian:12) or V(web).
-      - Letters, digits and C(. _ : @ + / -), at most 255 characters.
+      - Letters, digits and the characters C(._:@+/-), at most 255 characters.
     type: str
     required: true
   source:
