@@ -76,13 +76,17 @@ def group_steps(steps):
     return blocks
 
 
+def _new_block(blocks, checked):
+    block = {"kind": "mounts", "steps": [], "bases": [], "checked": checked}
+    blocks.append(block)
+    return block
+
+
 def _add_mount_step(blocks, current, step):
     """Add a batched step to the current block, or start a new one; return the block."""
     if step["op"] == "remount_root_readonly":
         # the last line of whatever batch is open: every mount point exists by then
-        if current is None:
-            current = {"kind": "mounts", "steps": [], "bases": [], "checked": False}
-            blocks.append(current)
+        current = current or _new_block(blocks, checked=False)
         current["steps"].append(step)
         current["bases"].append(None)
         return current
@@ -103,9 +107,7 @@ def _add_mount_step(blocks, current, step):
                 else:
                     current = None
                 break
-    if current is None:
-        current = {"kind": "mounts", "steps": [], "bases": [], "checked": checked}
-        blocks.append(current)
+    current = current or _new_block(blocks, checked)
     current["steps"].append(step)
     current["bases"].append(base)
     return current

@@ -15,60 +15,6 @@ BASE = make_tar([dir_("etc"), file_("etc/motd", b"hi\n"), dir_("bin"),
 TOP = make_tar([dir_("etc"), whiteout("etc/motd"), file_("etc/hostname", b"box\n")])
 
 
-# tests/lib/playbook.py asks for the `json` stdout callback, which lives in ansible.posix
-# (not installed here). Until the runner ships its own, give it a minimal one, written
-# at run time, with the same output shape.
-JSON_CALLBACK = """
-import json
-from ansible.plugins.callback import CallbackBase
-
-
-class CallbackModule(CallbackBase):
-    CALLBACK_VERSION = 2.0
-    CALLBACK_TYPE = "stdout"
-    CALLBACK_NAME = "json"
-
-    def __init__(self, *a, **k):
-        super(CallbackModule, self).__init__(*a, **k)
-        self.plays = []
-
-    def v2_playbook_on_play_start(self, play):
-        self.plays.append({"play": {"name": play.get_name()}, "tasks": []})
-
-    def v2_playbook_on_task_start(self, task, is_conditional):
-        self.plays[-1]["tasks"].append({"task": {"name": task.get_name()}, "hosts": {}})
-
-    def _record(self, result, **extra):
-        data = dict(result._result)
-        data.update(extra)
-        self.plays[-1]["tasks"][-1]["hosts"][result._host.get_name()] = data
-
-    def v2_runner_on_ok(self, result, **k):
-        self._record(result)
-
-    def v2_runner_on_failed(self, result, **k):
-        self._record(result, failed=True)
-
-    def v2_runner_on_skipped(self, result, **k):
-        self._record(result, skipped=True)
-
-    def v2_playbook_on_stats(self, stats):
-        self._display.display(json.dumps({"plays": self.plays}, default=str))
-"""
-
-
-@pytest.fixture(autouse=True)
-def json_callback(tmp_path_factory, monkeypatch):
-    try:
-        import ansible_collections.ansible.posix  # noqa: F401
-        return
-    except ImportError:
-        pass
-    d = tmp_path_factory.mktemp("callbacks")
-    (d / "json.py").write_text(JSON_CALLBACK)
-    monkeypatch.setenv("ANSIBLE_CALLBACK_PLUGINS", str(d))
-
-
 def image_task(title, **args):
     return {"name": title, "fromscratch.containerfs.image": args}
 
