@@ -287,8 +287,14 @@ def busybox_tree(root, applets=("sh", "ls", "cat", "echo", "true")):
     return root
 
 
-def snapshot(root, mtimes=True, dir_mtimes=True):
-    """Everything a tree holds, as comparable data: rel -> tuple."""
+SNAPSHOT_SKIP_XATTRS = ("trusted.overlay.", "security.selinux")
+
+
+def snapshot(root, mtimes=True, dir_mtimes=True, skip_xattrs=SNAPSHOT_SKIP_XATTRS):
+    """Everything a tree holds, as comparable data: rel -> tuple.
+
+    skip_xattrs: prefixes of xattr names left out (pass () to compare the overlay ones,
+    e.g. the opaque marker of an unpacked layer)."""
     out = {}
     for rel in _walk(root):
         full = os.path.join(root, rel) if rel else root
@@ -297,7 +303,7 @@ def snapshot(root, mtimes=True, dir_mtimes=True):
         try:
             xattrs = sorted((n, os.getxattr(full, n, follow_symlinks=False))
                             for n in os.listxattr(full, follow_symlinks=False)
-                            if not n.startswith(("trusted.overlay.", "security.selinux")))
+                            if not n.startswith(tuple(skip_xattrs)))
         except OSError:
             xattrs = []
         if stat.S_ISREG(mode):
@@ -319,3 +325,35 @@ def snapshot(root, mtimes=True, dir_mtimes=True):
 
 def listing(root):
     return sorted(_walk(root))
+
+
+def hardlink_groups(root):
+    """Sets of paths (2 or more) that are one inode: what snapshot() cannot see."""
+    inodes = {}
+    for rel in _walk(root):
+        st = os.lstat(os.path.join(root, rel) if rel else root)
+        if not stat.S_ISDIR(st.st_mode) and st.st_nlink > 1:
+            inodes.setdefault((st.st_dev, st.st_ino), []).append(rel)
+    return sorted(tuple(sorted(v)) for v in inodes.values() if len(v) > 1)
+
+
+def tar_members(data):
+    """The entries of an uncompressed tar as (kind, name, options) tuples, for make_tar."""
+    kinds = {tarfile.REGTYPE: "file", tarfile.AREGTYPE: "file", tarfile.DIRTYPE: "dir",
+             tarfile.SYMTYPE: "symlink", tarfile.LNKTYPE: "hardlink", tarfile.CHRTYPE: "char",
+             tarfile.FIFOTYPE: "fifo"}
+    out = []
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        for ti in tar.getmembers():
+            o = dict(mode=ti.mode, uid=ti.uid, gid=ti.gid, mtime=ti.mtime,
+                     xattrs=dict((k[13:], v) for k, v in ti.pax_headers.items()
+                                 if k.startswith("SCHILY.xattr.")) or None)
+            kind = kinds[ti.type]
+            if kind == "file":
+                o["data"] = tar.extractfile(ti).read()
+            elif kind in ("symlink", "hardlink"):
+                o["target"] = ti.linkname
+            elif kind == "char":
+                o["major"], o["minor"] = ti.devmajor, ti.devminor
+            out.append((kind, ti.name, o))
+    return out
