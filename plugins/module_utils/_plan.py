@@ -197,9 +197,12 @@ def _spec_mounts(spec):
 def _mount_step(mount):
     fstype = mount["type"]
     bind = fstype == "bind"
-    why = {"proc": "a proc of the container's pid namespace", "sysfs": "sysfs",
-           "devpts": "a private devpts instance", "mqueue": "POSIX message queues",
-           "tmpfs": "a tmpfs", "bind": "bind mount from the host"}.get(fstype, fstype)
+    reason = {"proc": "the proc of the container's own pid namespace",
+              "sysfs": "sysfs, of the container's network namespace",
+              "devpts": "a private devpts instance: its own ptys and ptmx",
+              "mqueue": "POSIX message queues of the container's ipc namespace",
+              "tmpfs": "a tmpfs", "bind": "a bind mount from the host"}.get(fstype, fstype)
+    why = "%s: %s" % (mount["target"], reason)
     return _step("mount", "root", why, fstype=fstype, source=mount["source"],
                  target=mount["target"], options=list(mount["options"]),
                  # proc and sysfs go on a real directory only, never through a symlink
