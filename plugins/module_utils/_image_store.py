@@ -88,6 +88,7 @@ IMAGE_ARGUMENT_SPEC = {
         "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
         "store": {"type": "path", "default": "/var/lib/containerfs"},
         "keep_layers": {"type": "bool", "default": False},
+        "flatten": {"type": "path"},
     },
     "required_if": [("state", "present", ("source",))],
     "mutually_exclusive": [("tag", "digest")],

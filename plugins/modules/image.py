@@ -82,6 +82,14 @@ options:
       - Root directory of the image store.
     type: path
     default: /var/lib/containerfs
+  flatten:
+    description:
+      - With O(state=present), also write the image as one flattened root filesystem
+        directory at this path, whiteouts applied, for hosts without overlayfs. The tree
+        equals what an overlay mount of the layers shows.
+      - Rewritten when the image changes; a sidecar file C(<flatten>.image.json) records
+        which layers it holds. Left alone by O(state=absent).
+    type: path
   keep_layers:
     description:
       - With O(state=absent), keep the layers even when nothing uses them any more.
@@ -203,6 +211,8 @@ layers_removed:
 """
 
 import json
+import os
+import shutil
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -228,6 +238,9 @@ def run_module(module):
         result = {"changed": r["changed"], "image": r["image"], "layers_added": r["layers_added"]}
         if not module.check_mode:
             result["lowerdirs"] = store.lowerdirs(p["name"])
+        if p["flatten"]:
+            result["changed"] |= _flatten(store, p["name"], p["flatten"], r["image"],
+                                          module.check_mode)
         after = r["image"]
     else:
         r = store.remove(p["name"], keep_layers=p["keep_layers"], check_mode=module.check_mode)
@@ -238,6 +251,27 @@ def run_module(module):
     if module._diff:
         result["diff"] = _diff(store, p["name"], r["before"], after)
     return result
+
+
+def _flatten(store, name, dest, image, check_mode):
+    """Keep `dest` the flattened tree of `image`; return True when it had to be (re)written."""
+    sidecar = dest + ".image.json"
+    wanted = {"layers": image.get("layers"), "rootfs": image.get("rootfs")}
+    try:
+        with open(sidecar) as f:
+            if json.load(f) == wanted and os.path.isdir(dest):
+                return False
+    except (IOError, OSError, ValueError):
+        pass
+    if check_mode:
+        return True
+    if os.path.lexists(dest):
+        shutil.rmtree(dest)
+    store.flatten(name, dest)
+    with open(sidecar + ".tmp", "w") as f:
+        json.dump(wanted, f)
+    os.rename(sidecar + ".tmp", sidecar)
+    return True
 
 
 def main():

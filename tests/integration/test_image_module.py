@@ -96,3 +96,22 @@ def test_bad_input_fails_clearly_and_touches_nothing(tmp_path):
         image_task("no source", name="x", store=store),
         ], expect_failure=True)
     assert res[0]["failed"] and "source" in res[0]["msg"]
+
+
+def test_flatten_writes_the_merged_tree_once(tmp_path):
+    """flatten: the image as one directory, whiteouts applied; rewritten only on change."""
+    layout = str(tmp_path / "layout")
+    fx.oci_layout(layout, [BASE, TOP])
+    store = str(tmp_path / "store")
+    flat = str(tmp_path / "flat")
+    task = image_task("flatten", name="web", source=layout, store=store, flatten=flat)
+    first = run_playbook(tmp_path, [task])[0]
+    assert first["changed"] is True
+    assert sorted(os.listdir(os.path.join(flat, "etc"))) == ["hostname"]  # motd whited out
+    assert os.stat(os.path.join(flat, "bin", "tool")).st_mode & 0o7777 == 0o4755
+    assert run_playbook(tmp_path, [task])[0]["changed"] is False
+    # a changed image rewrites it
+    fx.oci_layout(layout, [BASE])
+    again = run_playbook(tmp_path, [task])[0]
+    assert again["changed"] is True
+    assert os.path.exists(os.path.join(flat, "etc", "motd"))
