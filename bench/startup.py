@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Startup benchmark: wall time of `run /bin/true` with the default spec, side by side
@@ -197,7 +196,7 @@ def oci_runner(name, tmp, bundle):
         # `run` without --detach deletes the container itself; make sure of it
         cid = "bench-%s-%d" % (name, n)
         if os.path.exists(os.path.join(state, cid)):
-            subprocess.run([name, "--root", state, "delete", "--force", cid],
+            subprocess.run([name, "--root", state, "delete", "--force", cid], check=False,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return Runner(name, argv, cleanup)
 
@@ -225,7 +224,7 @@ def trace_ours(script, tmp):
            "/bin/sh", script, "run", "/bin/true"]
     # --seccomp-bpf stops only on the traced calls: far less overhead
     probe = subprocess.run(["strace", "--seccomp-bpf", "-f", "-o", "/dev/null", "true"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                           check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     if probe.returncode == 0:
         cmd.insert(1, "--seccomp-bpf")
     start = time.perf_counter()
@@ -286,7 +285,7 @@ def inner(args):
         runners = [ours, oci_runner("runc", tmp, bundle), oci_runner("crun", tmp, bundle),
                    Runner("bwrap", lambda n: bw),
                    Runner("/bin/true", lambda n: ["/bin/true"])]  # floor: one program start
-        for _ in range(args.warmup):
+        for _round in range(args.warmup):
             for r in runners:
                 r.run_once(record=False)
         for i in range(args.runs):
@@ -321,7 +320,7 @@ def report(runners, args):
     for other in ("runc", "crun", "bwrap"):
         ratio = med["ours"] / med[other]
         print("ours/%-5s %6.2fx  (%s)" % (other, ratio,
-                                         "faster" if ratio < 1 else "slower"))
+                                          "faster" if ratio < 1 else "slower"))
 
 
 def report_trace(rows, total, forks, median):
@@ -335,7 +334,7 @@ def report_trace(rows, total, forks, median):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--runs", type=int, default=50, help="timed rounds (default 50)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed rounds (default 5)")
     parser.add_argument("--keep", action="store_true", help="keep the tmp dir")

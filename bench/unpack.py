@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark: unpacking an image, ours vs GNU tar vs umoci; disk used by 10 containers.
 
     sudo .venv/bin/python bench/unpack.py [--runs 3] [--layers 3] [--rebuild]
@@ -61,7 +60,7 @@ def build_rootfs(rebuild=False):
     log("building the root with %s (a minute or two, cached afterwards)" % desc)
     proc = subprocess.run(["debootstrap", "--variant=minbase", "bookworm", tmp,
                            "http://deb.debian.org/debian"], stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, universal_newlines=True)
+                          stderr=subprocess.STDOUT, universal_newlines=True, check=False)
     if proc.returncode != 0:
         log("debootstrap failed (no mirror?); FALLBACK: busybox-static tree + /usr/share "
             "copies:\n" + proc.stdout[-500:])
@@ -97,7 +96,10 @@ def build_layout(rootfs_tar, nlayers, rebuild=False):
     log("packing the OCI layout (%d layers, python tarfile + gzip)" % nlayers)
     with tarfile.open(rootfs_tar) as src:
         members = src.getmembers()
-        top = lambda m: m.name.lstrip("./").split("/")[0]  # noqa: E731
+
+        def top(m):
+            return m.name.lstrip("./").split("/")[0]
+
         # bucket 0: usr (the bulk); the rest round-robin by top directory
         tops = sorted(set(top(m) for m in members if top(m)))
         bucket = {}
@@ -105,7 +107,7 @@ def build_layout(rootfs_tar, nlayers, rebuild=False):
         for i, t in enumerate(others):
             bucket[t] = 1 + i % max(1, nlayers - 1) if nlayers > 1 else 0
         bucket["usr"] = 0
-        groups = [[] for _ in range(nlayers)]
+        groups = [[] for _layer in range(nlayers)]
         for m in members:
             groups[bucket.get(top(m), 0)].append(m)
         descs, diff_ids = [], []
@@ -168,7 +170,7 @@ def timed(plan, runs, work):
         for name, fn in plan:
             d = tempfile.mkdtemp(dir=work)
             shutil.rmtree(d)
-            subprocess.run(["sync"])
+            subprocess.run(["sync"], check=False)
             t0 = time.perf_counter()
             fn(d)
             dt = time.perf_counter() - t0
@@ -179,7 +181,7 @@ def timed(plan, runs, work):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--layers", type=int, default=3)
     ap.add_argument("--rebuild", action="store_true")
@@ -196,13 +198,13 @@ def main():
         results = run(layout, blobs, work, args.runs)
         disk = disk_usage(layout, work)
     finally:
-        subprocess.run(["rm", "-rf", work])
+        subprocess.run(["rm", "-rf", work], check=False)
     comp = sum(os.path.getsize(b) for b in blobs)
     print("image: %s; %d gzip layers, %.1f MiB compressed, %.1f MiB unpacked" % (
         desc, len(blobs), comp / 1048576.0, disk["image_k"] / 1024.0))
     print("destinations on %s; best of %d interleaved runs, wall seconds (ratio to GNU tar):"
           % (subprocess.run(["df", "--output=fstype", args.workdir], stdout=subprocess.PIPE,
-                            universal_newlines=True).stdout.split()[-1], args.runs))
+                            universal_newlines=True, check=True).stdout.split()[-1], args.runs))
     tar_t = results["tar -xzpf (GNU tar)"]
     for name, t in results.items():
         print("  %-34s %7.3f s   %5.2fx" % (name, t, t / tar_t))
