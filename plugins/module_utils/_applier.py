@@ -588,4 +588,3 @@ class Applier(object):
             if not self.check_mode:
                 shutil.rmtree(state)
         return done
-

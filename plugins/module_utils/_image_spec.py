@@ -73,7 +73,7 @@ def _complete_layers(meta):
                     and layer.get("compression") is not None):
                 with open_blob(layer) as f:
                     with _layers.BlobStream(f, name="layer %d" % index) as stream:
-                        for _ in stream:
+                        for _chunk in stream:
                             pass
                         layer.update(digest=layer.get("digest") or stream.digest, size=stream.size,
                                      diff_id=layer.get("diff_id") or stream.diff_id,

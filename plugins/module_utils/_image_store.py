@@ -46,8 +46,8 @@ except ImportError:  # pragma: no cover
     from urllib import quote, unquote
 
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _layers
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._layers import (  # noqa: F401
-    ImageError, ImageInputError, LayerVerifyError, UnsafeLayerError,
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._layers import (
+    ImageError, ImageInputError, LayerVerifyError,
 )
 
 DEFAULT_ROOT = "/var/lib/containerfs"
@@ -118,7 +118,7 @@ def host_platform():
 
 def parse_platform(text):
     """'linux/arm64/v8', 'arm64' -> dict; raises ImageInputError."""
-    parts = [p for p in (text or "").split("/")]
+    parts = (text or "").split("/")
     if not text or any(not p for p in parts) or len(parts) > 3:
         raise ImageInputError("malformed platform %r (expected os/arch[/variant], e.g. "
                               "linux/amd64 or linux/arm/v7)" % (text,))
@@ -423,7 +423,7 @@ def _find_digest(fs, index, digest, depth=0):
     if depth < 4:
         for d in index.get("manifests") or []:
             if _kind(d) == "index":
-                doc, _ = _read_json_blob(fs, d, "index")
+                doc, _unused = _read_json_blob(fs, d, "index")
                 found = _find_digest(fs, doc, digest, depth + 1)
                 if found:
                     return found
@@ -758,7 +758,7 @@ def unpack(source, dest, format="auto", tag=None, digest=None, platform=None,
         s.flatten(name, dest)
         image = result["image"]
         out = dict((k, image.get(k)) for k in ("format", "manifest_digest", "config_digest",
-                                                "platform", "layers", "config"))
+                                               "platform", "layers", "config"))
         out.update(dest=dest, warnings=result["warnings"], name=name)
         return out
     image = resolve(source, format=format, tag=tag, digest=digest, platform=platform)

@@ -702,7 +702,7 @@ class LayerApplier(object):
             if e.type != DIRECTORY:
                 raise UnsafeLayerError("%s: the root entry %r is not a directory (type %s); "
                                        "refusing it (CVE-2021-29136)" % (self.layer, e.name,
-                                                                          _TYPE_NAMES[e.type]))
+                                                                         _TYPE_NAMES[e.type]))
             self._attrs_dir("", e)
             return
         parent, _sep, base = name.rpartition("/")

@@ -28,7 +28,7 @@ def parse(text):
     for line in text.splitlines():
         if not line.strip():
             continue
-        left, _, right = line.partition(" - ")
+        left, _sep, right = line.partition(" - ")
         fields = left.split()
         fstype, source, super_options = (right.split(" ") + ["", "", ""])[:3]
         entries.append({

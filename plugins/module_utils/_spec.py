@@ -236,7 +236,7 @@ def _check_image(c, image, state_dir):
             out[key] = image[key]
     if out["format"] not in IMAGE_FORMATS:
         c.error("rootfs.image.format", "must be one of %s, got %r" % (", ".join(IMAGE_FORMATS),
-                                                                     out["format"]))
+                                                                      out["format"]))
     if not isinstance(out["store"], str) or not out["store"].startswith("/") or \
             any(ch in out["store"] for ch in ",:\n\\"):
         c.error("rootfs.image.store", "must be an absolute host path without ',', ':' or '\\', "

@@ -84,26 +84,26 @@ def main(args, stderr=None, stdout=None):
     """Run `containerfs unpack` for parsed `args`; returns the exit status."""
     stderr = stderr or sys.stderr
     stdout = stdout or sys.stdout
-    bar = None
+    progress_bar = None
     if not args.no_progress and hasattr(stderr, "isatty") and stderr.isatty():
-        bar = ProgressBar(stderr)
+        progress_bar = ProgressBar(stderr)
     try:
         result = _image_store.unpack(args.source, args.dest, format=args.format, tag=args.tag,
-                                     digest=args.digest, platform=args.platform, progress=bar,
-                                     store=args.store, name=args.name)
+                                     digest=args.digest, platform=args.platform,
+                                     progress=progress_bar, store=args.store, name=args.name)
     except _image_store.ImageInputError as exc:
-        _end(bar)
+        _end(progress_bar)
         stderr.write("containerfs unpack: %s\n" % exc)
         return EXIT_INVALID
     except _image_store.ImageError as exc:
-        _end(bar)
+        _end(progress_bar)
         stderr.write("containerfs unpack: error: %s\n" % exc)
         return EXIT_FAILURE
     except (IOError, OSError) as exc:
-        _end(bar)
+        _end(progress_bar)
         stderr.write("containerfs unpack: error: %s\n" % exc)
         return EXIT_FAILURE
-    _end(bar)
+    _end(progress_bar)
     for warning in result["warnings"]:
         stderr.write("containerfs unpack: warning: %s\n" % warning)
     stdout.write("unpacked %s (%s, %d layer%s%s) into %s\n" % (
@@ -113,6 +113,6 @@ def main(args, stderr=None, stdout=None):
     return EXIT_OK
 
 
-def _end(bar):
-    if bar is not None:
-        bar.close()
+def _end(progress_bar):
+    if progress_bar is not None:
+        progress_bar.close()
