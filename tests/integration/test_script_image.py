@@ -382,7 +382,8 @@ def test_hostile_layer_never_touches_the_host(make_container, tmp_path, case):
         assert "error" in result.stderr and "layer" in result.stderr, result
 
 
-def test_whiteout_of_a_path_of_the_same_layer_keeps_it(make_container, tmp_path):
+@pytest.mark.parametrize("shell", ["dash", "bash", "busybox-ash"])
+def test_whiteout_of_a_path_of_the_same_layer_keeps_it(make_container, tmp_path, shell):
     """image-spec: a whiteout deletes from lower layers only (runtimes.md 8.24); the image
     module keeps the path. The script must agree with it."""
     layout = str(tmp_path / "layout")
@@ -395,7 +396,8 @@ def test_whiteout_of_a_path_of_the_same_layer_keeps_it(make_container, tmp_path)
                     dir_("opt"), whiteout("opt/d"), dir_("opt/d"), file_("opt/d/f", b"f\n")])
     fx.oci_layout(layout, [base, top])
     container = image_container(make_container, tmp_path, layout, store="store-a")
-    result = container.run("sh", "-c", "cat /etc/same /opt/d/f; ls -A /opt; ls -A /opt/d")
+    result = container.run("sh", "-c", "cat /etc/same /opt/d/f; ls -A /opt; ls -A /opt/d",
+                           shell=shell)
     pulled = ImageStore(str(tmp_path / "store-b")).pull("img", layout)
     assert result.rc == 0, result
     # the file stays; the dir stays and hides the lower opt/d/lower (opaque)
