@@ -78,7 +78,8 @@ def container_paths(spec):
 
 
 def _step(op, phase, why, **fields):
-    assert op in STEP_KINDS, op
+    if op not in STEP_KINDS:
+        raise ValueError("unknown plan step kind %r" % op)
     step = {"op": op, "phase": phase, "why": why, "at_start": phase == "final"}
     step.update(fields)
     return step
@@ -354,13 +355,13 @@ _DESCRIBERS = {
         "mount overlay on %s (lower %s, upper %s)" % (s["target"], ":".join(s["lower"]), s["upper"])
         if s["kind"] == "overlay" else "bind %s onto itself" % s["target"]),
     "mount": lambda s: "mount %s %s on %s (%s)" % (s["fstype"], s["source"], s["target"],
-                                                  _opts(s["options"])),
+                                                   _opts(s["options"])),
     "cgroup": lambda s: "mount cgroup on %s (%s%s)" % (s["target"], _opts(s["options"]),
-                                                      ", cgroupns" if s["cgroupns"] else ""),
+                                                       ", cgroupns" if s["cgroupns"] else ""),
     "mknod": lambda s: "mknod %s %s %d:%d mode %s uid %d gid %d" % (
         s["path"], s["type"], s["major"], s["minor"], s["mode"], s["uid"], s["gid"]),
     "symlink": lambda s: "ln -s %s %s%s" % (s["target"], s["path"],
-                                           " (if %s exists)" % s["if_exists"] if s["if_exists"] else ""),
+                                            " (if %s exists)" % s["if_exists"] if s["if_exists"] else ""),
     "hostname": lambda s: "hostname %s" % s["name"],
     "readonly_path": lambda s: "read-only %s (if it exists)" % s["path"],
     "mask_path": lambda s: "mask %s (if it exists)" % s["path"],
