@@ -25,7 +25,7 @@ description:
     changes nothing. When the spec changed, the namespaces are rebuilt from scratch.
   - The same spec renders into a standalone shell script with C(scripts/containerfs render).
 author:
-  - fromscratch.containerfs developers
+  - fromscratch.containerfs developers (@fromscratch)
 options:
   name:
     description:

@@ -26,7 +26,7 @@ description:
   - Needs no container runtime, no Go binary and no network; the image must already be on
     the target (copy it there, for example with M(ansible.builtin.copy)).
 author:
-  - fromscratch.containerfs developers
+  - fromscratch.containerfs developers (@fromscratch)
 options:
   name:
     description:
@@ -97,16 +97,21 @@ options:
     default: false
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Reads the source's metadata only (a rootfs tarball is hashed, read-only, to
       know its layer); writes nothing.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in C(--diff) mode).
     support: full
     details: Shows the image record before and after.
   platform:
+    description: Target OS/families that can be operated against.
     support: full
     platforms: posix
   idempotent:
+    description: When run twice in a row outside check mode, with the same arguments, the second
+      invocation indicates no change.
     support: full
     details: A second run with the same source reports no change and reads no layer.
 notes:
