@@ -4,8 +4,6 @@ the record and the layers nothing else uses, bad input fails clearly and touches
 nothing."""
 import os
 
-import pytest
-
 from tests.lib import oci_fixtures as fx
 from tests.lib.oci_fixtures import dir_, file_, make_tar, whiteout
 from tests.lib.playbook import run_playbook
@@ -94,7 +92,7 @@ def test_bad_input_fails_clearly_and_touches_nothing(tmp_path):
                 if n.startswith(".tmp") or n.startswith(fx.sha(TOP)[7:])]
     res = run_playbook(tmp_path, [
         image_task("no source", name="x", store=store),
-        ], expect_failure=True)
+    ], expect_failure=True)
     assert res[0]["failed"] and "source" in res[0]["msg"]
 
 

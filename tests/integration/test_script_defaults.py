@@ -141,10 +141,10 @@ def check_default_mountinfo(mounts, host_mounts, rootfs, state_dir, name, root_r
         order.append(mounts.index(cgroup))
         if mode == "v2":
             problems += ["/sys/fs/cgroup: " + p for p in check_mount(cgroup, "cgroup2", CGROUP_OPTIONS,
-                                                                      None)]
+                                                                     None)]
         else:
             problems += ["/sys/fs/cgroup: " + p for p in check_mount(cgroup, "tmpfs", CGROUP_OPTIONS,
-                                                                      None)]
+                                                                     None)]
             if "ro" not in cgroup.super_options or "mode=755" not in cgroup.super_options:
                 problems.append("/sys/fs/cgroup: tmpfs super options %s, expected ro,mode=755"
                                 % ",".join(cgroup.super_options))
@@ -153,7 +153,7 @@ def check_default_mountinfo(mounts, host_mounts, rootfs, state_dir, name, root_r
                 if mount is None:
                     continue
                 problems += [point + ": " + p for p in check_mount(mount, "cgroup", CGROUP_OPTIONS,
-                                                                    None)]
+                                                                   None)]
                 if not controllers <= set(mount.super_options):
                     problems.append("%s: super options %s lack %s" % (
                         point, ",".join(mount.super_options), ",".join(sorted(controllers))))
@@ -182,7 +182,7 @@ def check_default_mountinfo(mounts, host_mounts, rootfs, state_dir, name, root_r
             mount = take(point)
             if mount is not None:
                 problems += [point + ": " + p for p in check_mount(mount, "proc", {"ro", "relatime"},
-                                                                    None)]
+                                                                   None)]
     # masked paths: a read-only tmpfs over a directory, the null device over a file
     for point in RUNC_MASKED:
         if os.path.isdir(point):

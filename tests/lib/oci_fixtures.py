@@ -120,8 +120,7 @@ def _walk(path, rel=""):
     full = os.path.join(path, rel) if rel else path
     if os.path.isdir(full) and not os.path.islink(full):
         for n in sorted(os.listdir(full)):
-            for sub in _walk(path, (rel + "/" + n) if rel else n):
-                yield sub
+            yield from _walk(path, (rel + "/" + n) if rel else n)
 
 
 def compress(data, kind):

@@ -44,7 +44,7 @@ def run_playbook(tmp_path, tasks, check=False, diff=False, extra_vars=None, expe
     if extra_vars:
         cmd += ["-e", json.dumps(extra_vars)]
     proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          universal_newlines=True)
+                          universal_newlines=True, check=False)
     try:
         report = json.loads(proc.stdout)
     except ValueError:

@@ -61,10 +61,11 @@ def run_runc(bundle_dir, runc_root):
             ["unshare", "--mount", "--propagation", "private",
              "runc", "--root", runc_root, "run", "--bundle", bundle_dir, cid],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
-            timeout=TIMEOUT, stdin=subprocess.DEVNULL)
+            timeout=TIMEOUT, stdin=subprocess.DEVNULL, check=False)
     finally:
         subprocess.run(["runc", "--root", runc_root, "delete", "-f", cid],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=TIMEOUT)
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=TIMEOUT,
+                       check=False)
     if proc.returncode != 0:
         raise AssertionError("runc failed (%d): %s" % (proc.returncode, proc.stderr))
     return proc.stdout
@@ -83,10 +84,11 @@ def run_crun(bundle_dir, crun_root):
             ["unshare", "--mount", "--propagation", "private", "sh", "-c", CRUN_WRAPPER, "sh",
              "crun", "--root", crun_root, "run", "--bundle", bundle_dir, cid],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
-            timeout=TIMEOUT, stdin=subprocess.DEVNULL)
+            timeout=TIMEOUT, stdin=subprocess.DEVNULL, check=False)
     finally:
         subprocess.run(["crun", "--root", crun_root, "delete", "-f", cid],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=TIMEOUT)
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=TIMEOUT,
+                       check=False)
     if proc.returncode != 0:
         raise AssertionError("crun failed (%d): %s" % (proc.returncode, proc.stderr))
     return proc.stdout
@@ -108,7 +110,8 @@ def _run_rendered(source, work_dir):
                    timeout=TIMEOUT, stderr=subprocess.PIPE)
     proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", script, "run"],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          universal_newlines=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL)
+                          universal_newlines=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL,
+                          check=False)
     if proc.returncode != 0:
         raise AssertionError("script failed (%d): %s" % (proc.returncode, proc.stderr))
     return proc.stdout

@@ -20,7 +20,7 @@ def ops(plan):
 def test_plan_is_deterministic():
     spec = spec_of(volumes=[{"source": "/a", "target": "/data"}], add_masked_paths=["/x"])
     first = json.dumps(build_plan(spec), sort_keys=True)
-    for _ in range(3):
+    for _attempt in range(3):
         assert json.dumps(build_plan(copy.deepcopy(spec)), sort_keys=True) == first
     assert build_plan(spec)["digest"] == build_plan(copy.deepcopy(spec))["digest"]
     assert build_plan(spec_of(hostname="other"))["digest"] != build_plan(spec)["digest"]
