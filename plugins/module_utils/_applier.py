@@ -587,4 +587,9 @@ class Applier(object):
             done.append("remove %s" % state)
             if not self.check_mode:
                 shutil.rmtree(state)
+        ref = self.plan["paths"].get("image_ref")
+        if ref and os.path.exists(ref):  # a reference kept in a store of its own
+            done.append("remove %s" % ref)
+            if not self.check_mode:
+                os.unlink(ref)
         return done

@@ -67,8 +67,16 @@ def container_paths(spec):
     state = os.path.join(spec["state_dir"], "containers", spec["name"])
     run = os.path.join(spec["run_dir"], spec["name"])
     overlay = spec["rootfs"]["overlay"]
+    image = spec["rootfs"]["image"]
+    image_ref = None
+    if image is not None:
+        image_ref = os.path.join(state, "image.json")
+        if os.path.normpath(image["store"]) != os.path.normpath(spec["state_dir"]):
+            key = hashlib.sha256(state.encode("utf-8")).hexdigest()[:12]
+            image_ref = os.path.join(image["store"], "refs", "container-%s-%s.json" % (spec["name"], key))
     return {
         "state": state,
+        "image_ref": image_ref,
         "run": run,
         "upper": os.path.join(state, "upper") if overlay else None,
         "work": os.path.join(state, "work") if overlay else None,
@@ -107,9 +115,13 @@ def _image_layers(spec, paths):
             blob=layer["path"], digest=layer["digest"], size=layer["size"],
             diff_id=layer["diff_id"], compression=layer["compression"] or "",
             media_type=layer.get("media_type"), dest=layer_dir(image["store"], layer["diff_id"])))
-    # The store's garbage collection keeps the layers a container lists here.
+    # The store's garbage collection keeps the layers a container lists here: its own
+    # containers/<name>/image.json, or a file in <store>/refs/ for a store of its own.
+    if os.path.dirname(paths["image_ref"]) != paths["state"]:
+        steps.append(_step("make_dir", "host", "references into a store of its own",
+                           path=os.path.dirname(paths["image_ref"]), mode="0755"))
     steps.append(_step("write_file", "host", "the layers this container uses (kept by the "
-                       "store's garbage collection)", path=os.path.join(paths["state"], "image.json"),
+                       "store's garbage collection)", path=paths["image_ref"],
                        content=json.dumps({"layers": [l["diff_id"] for l in resolved["layers"]]},
                                           sort_keys=True) + "\n", mode="0644"))
     return steps

@@ -90,7 +90,7 @@ def inodes(paths):
 def test_module_after_script_on_one_store_then_absent_and_image_gc(tmp_path, make_container):
     layout, ls = layout_of(tmp_path)
     store = str(tmp_path / "store")
-    # the script first (its own state dir: it holds no reference in this store)
+    # the script first (its own state dir: its reference goes to the store's refs/)
     scripted = make_container(name="scripted", hostname="scripted",
                               rootfs={"image": {"source": layout, "store": store}},
                               state_dir=str(tmp_path / "script-state"))
@@ -128,7 +128,16 @@ def test_module_after_script_on_one_store_then_absent_and_image_gc(tmp_path, mak
     assert inodes(lowers) == before
     assert run_playbook(tmp_path, [task(spec, "absent")])[0]["changed"] is False
 
-    # image absent: nothing uses the layers any more
+    # the script's container still lists the layers (a reference in the store's refs/,
+    # its state dir being another), so image absent keeps them...
+    kept = run_playbook(tmp_path, [image_task(store, state="absent")])[0]
+    assert kept["layers_removed"] == [], kept
+    assert inodes(lowers) == before
+    refs = [os.path.join(store, "refs", n) for n in os.listdir(os.path.join(store, "refs"))]
+    assert len(refs) == 1 and "container-" in refs[0], refs
+    # ...until that container goes too (the script has no absent: drop its reference)
+    os.unlink(refs[0])
+    run_playbook(tmp_path, [image_task(store, source=layout)])  # the record again, to remove it
     removed = run_playbook(tmp_path, [image_task(store, state="absent")])[0]
     assert removed["changed"] is True
     assert sorted(removed["layers_removed"]) == sorted(fx.sha(t) for t in ls)
