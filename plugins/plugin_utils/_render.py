@@ -185,7 +185,7 @@ def _needed_commands(steps):
         needs.append("setpriv")
     layers = [s for s in steps if s["op"] == "unpack_layer"]
     if layers:
-        needs += ["cat", "tar", "sha256sum", "find", "setfattr", "mknod", "mv", "rm"]
+        needs += ["cat", "tar", "sha256sum", "find", "setfattr", "mknod", "mv", "rm", "flock"]
         needs += [s["compression"] for s in layers if s["compression"]]
     if "mask_path" in ops:
         needs.append("stat")  # the container's /dev/null is checked before masking with it

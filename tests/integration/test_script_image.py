@@ -323,7 +323,7 @@ def host_snapshot(host):
 
 def hazards(host, rel_host):
     """name -> (entries, must_refuse). rel_host: the host dir relative to a layer's
-    temporary dir (<store>/layers/sha256/<hex>.tmp-PID)."""
+    temporary dir (<store>/layers/sha256/.tmp-<hex>-PID)."""
     return {
         "dotdot": ([dir_("a"), file_(rel_host + "/dotdot", b"boom"),
                     file_("a/../../../../../host/dotdot2", b"boom")], True),
@@ -356,7 +356,7 @@ HAZARDS = sorted(hazards("/h", "../h"))
 def test_hostile_layer_never_touches_the_host(make_container, tmp_path, case):
     host = watched_host_dir(tmp_path)
     store = str(tmp_path / "store")
-    # <store>/layers/sha256/<hex>.tmp-PID -> ../../../../host
+    # <store>/layers/sha256/.tmp-<hex>-PID -> ../../../../host
     rel_host = "../../../../host"
     entries, must_refuse = hazards(host, rel_host)[case]
     layout = str(tmp_path / "layout")
@@ -473,10 +473,14 @@ def test_second_run_does_not_verify_again_and_containers_share_layers(make_conta
     want = [os.path.join(store, "layers/sha256", fx.sha(t)[7:]) for t in reversed(ls)]
     assert overlay_lowerdirs(first.stdout) == want
     assert overlay_lowerdirs(other.stdout) == want
-    # each container lists its layers for the store's garbage collection
-    for name in ("one", "two"):
-        with open(os.path.join(one.state_dir, "containers", name, "image.json")) as f:
+    # each container lists its layers for the store's garbage collection, in the store's
+    # refs/ (their state dir is not the store)
+    refs = sorted(os.listdir(os.path.join(store, "refs")))
+    assert [r.split("-")[1] for r in refs] == ["one", "two"], refs
+    for ref in refs:
+        with open(os.path.join(store, "refs", ref)) as f:
             assert json.load(f)["layers"] == [fx.sha(t) for t in ls]
+    assert ImageStore(store).referenced_layers() >= set(fx.sha(t) for t in ls)
     # the module pulling the same image into that store reads nothing again
     pulled = ImageStore(store).pull("img", layout)
     assert pulled["layers_added"] == [], pulled
