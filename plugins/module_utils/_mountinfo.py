@@ -10,6 +10,8 @@ __metaclass__ = type
 
 import re
 
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _mountopts as mountopts
+
 _ESCAPE = re.compile(r"\\([0-7]{3})")
 
 # Per-mount flags that mountinfo shows and a spec can ask for.
@@ -61,16 +63,5 @@ def top_mount(entries, mount_point):
 
 
 def wanted_flags(options):
-    """The per-mount flags (ro, nosuid, nodev, noexec) that option words ask for, in
-    order (the last of ro/rw wins)."""
-    flags = set()
-    for word in options:
-        if word in ("ro", "rw"):
-            flags.discard("ro")
-            if word == "ro":
-                flags.add("ro")
-        elif word in CHECKED_FLAGS:
-            flags.add(word)
-        elif word in ("suid", "dev", "exec"):
-            flags.discard("no" + word)
-    return flags
+    """The per-mount flags (ro, nosuid, nodev, noexec) that option words ask for."""
+    return mountopts.wanted_flags(options)

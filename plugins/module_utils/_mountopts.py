@@ -83,3 +83,14 @@ def is_readonly(options):
         elif word in ("rw", "rrw"):
             state = False
     return state
+
+
+def wanted_flags(options):
+    """The nosuid/nodev/noexec/ro flags that option words leave set (last word wins)."""
+    flags = set()
+    for word in options:
+        if word in ("ro", "nosuid", "nodev", "noexec"):
+            flags.add(word)
+        elif word in ("rw", "suid", "dev", "exec"):
+            flags.discard("ro" if word == "rw" else "no" + word)
+    return flags

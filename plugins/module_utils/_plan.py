@@ -285,13 +285,33 @@ def _hostname(spec):
 def _harden(spec):
     # After every mount, volumes included, so a volume cannot undo a mask. Read-only paths
     # first, then masks (runc order). A path that does not exist is skipped.
-    steps = [_step("readonly_path", "root", "read-only path", path=p, at_start=_in_proc(p))
-             for p in spec["readonly_paths"]]
+    steps = [_step("readonly_path", "root", "read-only path", path=p, at_start=_in_proc(p),
+                   lies_on=_lies_on(spec, p)) for p in spec["readonly_paths"]]
     steps += [_step("mask_path", "root", "masked path: /dev/null over a file, an empty "
                     "read-only tmpfs over a directory", path=p, dir_options=list(MASK_DIR_OPTIONS),
-                    at_start=_in_proc(p))
+                    at_start=_in_proc(p), lies_on=_lies_on(spec, p))
               for p in spec["masked_paths"]]
     return steps
+
+
+def _lies_on(spec, path):
+    """The filesystem of the plan a path lies on, when the plan alone tells it:
+    {target, flags (its nosuid/nodev/noexec words), is_mount_point}; else None.
+
+    Only fresh filesystems are known: a bind carries the flags of its host mount, and a
+    cgroup v1 tmpfs gets its hierarchies mounted at run time.
+    """
+    mounts = [(m["target"], m["type"], m["options"]) for m in spec["mounts"]]
+    mounts += [(v["target"], v["type"], v["options"]) for v in spec["volumes"]]
+    found = None
+    for target, kind, options in mounts:
+        if path == target or path.startswith(target.rstrip("/") + "/"):
+            if found is None or len(target) >= len(found[0]):
+                found = (target, kind, options)
+    if found is None or found[1] in ("bind", "cgroup", "cgroup2"):
+        return None
+    flags = [w for w in ("nosuid", "nodev", "noexec") if w in mountopts.wanted_flags(found[2])]
+    return {"target": found[0], "flags": flags, "is_mount_point": found[0] == path}
 
 
 def _readonly_root(spec):
