@@ -146,6 +146,15 @@ class _Checker:
                 good.append(item)
         return good
 
+    def path_field(self, where, item, key):
+        """item[key] when it is there and a valid container path, else None (reported)."""
+        if key not in item:
+            self.error("%s.%s" % (where, key), "is required")
+            return None
+        if not self.container_path("%s.%s" % (where, key), item[key]):
+            return None
+        return item[key]
+
     def container_path(self, path, value, allow_root=False):
         """An absolute, normalised path inside the container."""
         if not self.typed(path, value, (str,), "a string"):
@@ -340,10 +349,7 @@ def _check_mounts(c, spec):
     for index, item in enumerate(raw):
         where = "mounts[%d]" % index
         item = c.fields(where, item, MOUNT_FIELDS)
-        if "target" not in item:
-            c.error(where + ".target", "is required")
-            continue
-        if not c.container_path(where + ".target", item["target"]):
+        if c.path_field(where, item, "target") is None:
             continue
         options = c.string_list(where + ".options", item.get("options"))
         kind = item.get("type", "bind" if mountopts.is_bind(options) else None)
@@ -395,10 +401,7 @@ def _check_volumes(c, spec, base_dir):
         if kind not in ("bind", "tmpfs"):
             c.error(where + ".type", "must be 'bind' or 'tmpfs', got %r" % (kind,))
             continue
-        if "target" not in item:
-            c.error(where + ".target", "is required")
-            continue
-        if not c.container_path(where + ".target", item["target"]):
+        if c.path_field(where, item, "target") is None:
             continue
         volume = {"type": kind, "target": _clean(item["target"]), "readonly": False,
                   "options": c.string_list(where + ".options", item.get("options"))}
@@ -479,10 +482,7 @@ def _check_devices(c, spec):
     for index, item in enumerate(raw):
         where = "devices[%d]" % index
         item = c.fields(where, item, DEVICE_FIELDS)
-        if "path" not in item:
-            c.error(where + ".path", "is required")
-            continue
-        if not c.container_path(where + ".path", item["path"]):
+        if c.path_field(where, item, "path") is None:
             continue
         path = _clean(item["path"])
         if not path.startswith("/dev/"):
