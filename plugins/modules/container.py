@@ -47,6 +47,16 @@ options:
       - Path on the target of an OCI runtime bundle (C(config.json) and its root), read as
         C(runc run --bundle) does.
     type: path
+  state_dir:
+    description:
+      - Where per-container state lives (generated C(/etc) files, overlay upper and work
+        dirs). Overrides the spec's C(state_dir); default there C(/var/lib/containerfs).
+    type: path
+  run_dir:
+    description:
+      - Where the pinned namespaces and the rootfs mount point live. Overrides the spec's
+        C(run_dir); default there C(/run/containerfs).
+    type: path
   lenient:
     description:
       - With O(bundle), report OCI fields containerfs does not support as warnings instead
@@ -180,8 +190,9 @@ def load_raw_spec(module):
 
 def build_plan(module):
     raw, base_dir = load_raw_spec(module)
-    if module.params["name"]:
-        raw["name"] = module.params["name"]
+    for key in ("name", "state_dir", "run_dir"):
+        if module.params[key]:
+            raw[key] = module.params[key]
     return _plan.build_plan(_image_spec.load(raw, base_dir=base_dir))
 
 
@@ -205,6 +216,8 @@ def main():
             spec=dict(type="dict"),
             spec_file=dict(type="path"),
             bundle=dict(type="path"),
+            state_dir=dict(type="path"),
+            run_dir=dict(type="path"),
             lenient=dict(type="bool", default=False),
             state=dict(type="str", choices=["present", "absent"], default="present"),
         ),

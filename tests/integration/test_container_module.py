@@ -159,3 +159,33 @@ def test_symlink_target_stays_inside_rootfs(tmp_path, spec, rootfs):
     assert mounts["/etc/mnt"][0] == "tmpfs"
     assert not os.path.exists("/etc/mnt"), "nothing lands on the host's /etc"
     run_playbook(tmp_path, [task(spec, state="absent")])
+
+
+def test_bundle_from_runc_spec(tmp_path, rootfs):
+    """bundle: an OCI bundle as runc reads it (config.json of `runc spec`, its rootfs)."""
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    subprocess.run(["cp", "-a", rootfs, str(bundle / "rootfs")], check=True)
+    subprocess.run(["runc", "spec"], cwd=str(bundle), check=True)
+    args = {"bundle": str(bundle), "name": "oci", "lenient": True,
+            "state_dir": str(tmp_path / "state"), "run_dir": str(tmp_path / "run")}
+    first = run_playbook(tmp_path, [{"name": "bundle", "fromscratch.containerfs.container": args}])[0]
+    assert first["changed"] is True
+    # runc's own options for its fields, e.g. terminal and capabilities: named, not dropped
+    assert any("capabilities" in w for w in first.get("warnings", [])), first.get("warnings")
+    spec = {"name": "oci", "run_dir": args["run_dir"]}
+    root = first["container"]["root"]
+    assert root == str(bundle / "rootfs")
+    mounts = {}
+    for line in inside(spec, "cat /proc/self/mountinfo").splitlines():
+        fields = line.split()
+        if fields[4].startswith(root):
+            mounts[fields[4][len(root):] or "/"] = fields[fields.index("-") + 1]
+    assert mounts["/"] and mounts["/dev"] == "tmpfs" and mounts["/sys"] == "sysfs"
+    assert inside(spec, "hostname").strip() == "runc"
+    again = run_playbook(tmp_path, [{"name": "bundle", "fromscratch.containerfs.container": args}])[0]
+    assert again["changed"] is False, again["actions"]
+    args["state"] = "absent"
+    run_playbook(tmp_path, [{"name": "bundle", "fromscratch.containerfs.container": args}])
+    assert not os.path.exists(os.path.join(args["run_dir"], "oci"))
+    assert not os.path.exists(os.path.join(args["state_dir"], "containers", "oci"))
