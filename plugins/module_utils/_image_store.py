@@ -46,8 +46,8 @@ except ImportError:  # pragma: no cover
     from urllib import quote, unquote
 
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _layers
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._layers import (
-    ImageError, ImageInputError, LayerVerifyError,
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image_errors import (
+    ImageError, ImageInputError, ImageNotFoundError, LayerVerifyError,
 )
 
 DEFAULT_ROOT = "/var/lib/containerfs"
@@ -94,10 +94,6 @@ IMAGE_ARGUMENT_SPEC = {
     "mutually_exclusive": [("tag", "digest")],
 }
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+/-]{0,254}$")
-
-
-class ImageNotFoundError(ImageInputError):
-    """The tag, digest or platform asked for is not in the source."""
 
 
 # --------------------------------------------------------------------------- platforms

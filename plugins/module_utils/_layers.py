@@ -50,6 +50,10 @@ try:
 except ImportError:  # pragma: no cover - Python 2 is not supported, keeps sanity happy
     import Queue as queue  # noqa: N813
 
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image_errors import (
+    ImageError, ImageInputError, LayerVerifyError, UnsafeLayerError,
+)
+
 CHUNK = 1 << 20             # bytes read from a blob at a time
 QUEUE_DEPTH = 8             # decompressed chunks in flight between the threads
 WHITEOUT_PREFIX = ".wh."
@@ -62,27 +66,6 @@ MAGIC_GZIP = b"\x1f\x8b"
 MAGIC_XZ = b"\xfd7zXZ\x00"
 MAGIC_ZSTD = b"\x28\xb5\x2f\xfd"
 MAGIC_BZIP2 = b"BZh"
-
-
-class ImageError(Exception):
-    """Base of every error raised by the image code. `str()` is a complete message."""
-
-    def __init__(self, msg, path=None):
-        super(ImageError, self).__init__(msg)
-        self.msg = msg
-        self.path = path
-
-
-class ImageInputError(ImageError):
-    """The input is bad (source, format, blob, layer content): nothing was changed."""
-
-
-class LayerVerifyError(ImageInputError):
-    """A blob does not match its descriptor (digest, size) or the config's diff_id."""
-
-
-class UnsafeLayerError(ImageInputError):
-    """A layer tries to write outside its root or holds an invalid entry."""
 
 
 # --------------------------------------------------------------------------- reading

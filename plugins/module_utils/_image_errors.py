@@ -1,0 +1,36 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The errors of the image code: blobs, tar streams, layers, sources and the store.
+
+PRIVATE to the collection: it can have breaking changes at any time. Standard library
+only. The image code raises these typed errors and never exits; only the modules and
+the CLI turn them into a failure.
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+
+class ImageError(Exception):
+    """Base of every error raised by the image code. `str()` is a complete message."""
+
+    def __init__(self, msg, path=None):
+        super(ImageError, self).__init__(msg)
+        self.msg = msg
+        self.path = path
+
+
+class ImageInputError(ImageError):
+    """The input is bad (source, format, blob, layer content): nothing was changed."""
+
+
+class LayerVerifyError(ImageInputError):
+    """A blob does not match its descriptor (digest, size) or the config's diff_id."""
+
+
+class UnsafeLayerError(ImageInputError):
+    """A layer tries to write outside its root or holds an invalid entry."""
+
+
+class ImageNotFoundError(ImageInputError):
+    """The tag, digest or platform asked for is not in the source."""
