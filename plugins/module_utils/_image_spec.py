@@ -23,8 +23,9 @@ import copy
 import os
 import re
 
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _blob
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _image_store as store
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _layers
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image_errors import ImageError
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import DEFAULT_ENV, SpecError
 
 IMAGE_FIELDS = ("source", "format", "tag", "digest", "platform", "store", "resolved")
@@ -46,7 +47,7 @@ def with_image(raw, base_dir=None):
         meta = store.resolve(source, format=image.get("format") or "auto", tag=image.get("tag"),
                              digest=image.get("digest"), platform=image.get("platform"))
         layers = _complete_layers(meta)
-    except _layers.ImageError as exc:
+    except ImageError as exc:
         raise SpecError([("rootfs.image.source", str(exc))])
     out = copy.deepcopy(raw)
     out["rootfs"]["image"] = dict(image, source=source, resolved={
@@ -72,7 +73,7 @@ def _complete_layers(meta):
             if not (layer.get("digest") and layer.get("diff_id") and layer.get("size") is not None
                     and layer.get("compression") is not None):
                 with open_blob(layer) as f:
-                    with _layers.BlobStream(f, name="layer %d" % index) as stream:
+                    with _blob.BlobStream(f, name="layer %d" % index) as stream:
                         for _chunk in stream:
                             pass
                         layer.update(digest=layer.get("digest") or stream.digest, size=stream.size,

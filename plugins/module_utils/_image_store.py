@@ -45,6 +45,7 @@ try:
 except ImportError:  # pragma: no cover
     from urllib import quote, unquote
 
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _blob
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _layers
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image_errors import (
     ImageError, ImageInputError, ImageNotFoundError, LayerVerifyError,
@@ -282,7 +283,7 @@ def detect_format(source):
                               % source)
     with open(source, "rb") as f:
         head = f.read(512)
-    if _layers.sniff_compression(head):
+    if _blob.sniff_compression(head):
         return "tarball"
     if not tarfile.is_tarfile(source):
         raise ImageInputError("source %r is neither a directory nor a tar archive "
@@ -313,7 +314,7 @@ def open_source(source):
 # --------------------------------------------------------------------------- resolvers
 
 def _blob_path(digest):
-    algo, hexpart = _layers.split_digest(digest)
+    algo, hexpart = _blob.split_digest(digest)
     return "blobs/%s/%s" % (algo, hexpart)
 
 
@@ -347,7 +348,7 @@ def _read_json_blob(fs, desc, what):
         raise ImageInputError("%s: %s blob %s is missing from the source" % (fs.path, what, digest))
     with fs.open(rel) as f:
         data = f.read(MAX_JSON_BLOB + 1)
-    algo = _layers.split_digest(digest)[0]
+    algo = _blob.split_digest(digest)[0]
     actual = "%s:%s" % (algo, hashlib.new(algo, data).hexdigest())
     if desc.get("size") is not None and len(data) != desc["size"]:
         raise LayerVerifyError("%s: %s blob %s: size mismatch: the descriptor says %d bytes, "
@@ -455,7 +456,7 @@ def _image_from_manifest(fs, mdesc, manifest, where):
         if mt not in LAYER_TYPES:
             raise ImageInputError("%s: layer %d (%s) has an unsupported media type %r" % (
                 fs.path, i, d.get("digest"), mt))
-        _layers.split_digest(diff_id)
+        _blob.split_digest(diff_id)
         rel = _blob_path(d.get("digest"))
         if not fs.exists(rel):
             raise ImageInputError("%s: layer blob %s is missing from the source%s" % (
@@ -484,7 +485,7 @@ def resolve_oci(fs, tag=None, digest=None, platform=None):
     wanted = parse_platform(platform) if platform else host_platform()
     tops = index.get("manifests") or []
     if digest:
-        _layers.split_digest(digest)
+        _blob.split_digest(digest)
         desc = _find_digest(fs, index, digest)
         if desc is None:
             raise ImageNotFoundError("%s: no manifest or index with digest %s" % (fs.path, digest))
@@ -528,7 +529,7 @@ def resolve_docker_archive(fs, tag=None, digest=None, platform=None):
     if not isinstance(entries, list) or not entries:
         raise ImageInputError("%s: manifest.json lists no images" % fs.path)
     if digest:
-        _layers.split_digest(digest)
+        _blob.split_digest(digest)
         picked = [e for e in entries if "sha256:" + os.path.basename(
             e.get("Config", "")).split(".")[0] == digest]
     elif tag:
@@ -562,7 +563,7 @@ def resolve_docker_archive(fs, tag=None, digest=None, platform=None):
     sources = entry.get("LayerSources") or {}
     layers = []
     for rel, diff_id in zip(paths, diff_ids):
-        _layers.split_digest(diff_id)
+        _blob.split_digest(diff_id)
         if not fs.exists(rel):
             raise ImageInputError("%s: layer %r is missing from the archive" % (fs.path, rel))
         blob_digest = size = None
@@ -689,7 +690,7 @@ def _load_json(path):
 
 
 def _hex(diff_id):
-    return _layers.split_digest(diff_id)[1]
+    return _blob.split_digest(diff_id)[1]
 
 
 def _check_dest(dest):
@@ -1023,7 +1024,7 @@ class ImageStore(object):
         added = []
         for layer in image["layers"]:
             if layer["diff_id"] is None:   # a tarball: hash it to know what it is
-                with open(source, "rb", buffering=0) as f, _layers.BlobStream(
+                with open(source, "rb", buffering=0) as f, _blob.BlobStream(
                         f, name=source, progress=_progress_adapter(progress, layer["size"])) as b:
                     for _chunk in b:
                         pass

@@ -12,6 +12,7 @@ import tarfile
 
 import pytest
 
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _blob as B
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _image_store as S
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _layers as L
 from tests.lib import oci_fixtures as fx
@@ -160,7 +161,7 @@ def test_tarball(tmp_path, store, compression, monkeypatch):
     assert r["changed"] and r["image"]["layers"] == [fx.sha(BASE)]
     assert r["image"]["config"] == {} and r["image"]["format"] == "tarball"
     # unchanged file: not even opened again
-    monkeypatch.setattr(L, "BlobStream", None)
+    monkeypatch.setattr(B, "BlobStream", None)
     assert not store.pull("t", str(path))["changed"]
 
 

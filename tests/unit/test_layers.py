@@ -10,6 +10,7 @@ import tarfile
 
 import pytest
 
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _blob as B
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _layers as L
 from tests.lib import oci_fixtures as fx
 from tests.lib.oci_fixtures import (chardev, dir_, file_, fifo, hardlink, make_tar, opaque,
@@ -68,7 +69,7 @@ def test_compressions_and_digests(tmp_path, compression):
 
 
 def test_zstd_without_the_python_module_uses_the_command(tmp_path, monkeypatch):
-    monkeypatch.setattr(L, "_zstd_reader", L._zstd_command_reader)
+    monkeypatch.setattr(B, "_zstd_reader", B._zstd_command_reader)
     tar = make_tar([file_("big", os.urandom(3 << 20))])
     blob = fx.compress(tar, "zstd")
     d = tmp_path / "l"
