@@ -1,0 +1,286 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""A streaming tar reader for layer blobs, and the cleaning of tar names.
+
+PRIVATE to the collection: it can have breaking changes at any time. Standard library
+only (the CLI and the modules on the targets both import it).
+
+`TarReader` parses the tar stream as it comes out of `_blob.BlobStream` (an iterable of
+byte chunks) and yields one `TarEntry` per file; it never seeks, and the data of a
+regular entry goes straight to a file descriptor (`copy_to()`). `clean_name()` turns a
+tar name into a path relative to the layer's root, refusing ``..``.
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import os
+
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image_errors import (
+    ImageInputError, UnsafeLayerError,
+)
+
+REGULAR, HARDLINK, SYMLINK, CHARDEV, BLOCKDEV, DIRECTORY, FIFO = "0", "1", "2", "3", "4", "5", "6"
+
+
+class TarEntry(object):
+    __slots__ = ("name", "type", "size", "mode", "uid", "gid", "mtime_ns", "linkname",
+                 "devmajor", "devminor", "xattrs")
+
+    def __repr__(self):
+        return "TarEntry(%r, type=%r)" % (self.name, self.type)
+
+
+def _num(field):
+    """A tar numeric field: octal text, or GNU base-256 when the high bit is set."""
+    if field and field[0] & 0x80:
+        value = int.from_bytes(field[1:], "big")
+        if field[0] == 0xff:  # negative base-256
+            value -= 1 << (8 * (len(field) - 1))
+        return value
+    text = field.split(b"\0", 1)[0].strip()
+    return int(text, 8) if text else 0
+
+
+def _text(field):
+    return field.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+
+
+def _pax_records(data, where):
+    records = {}
+    pos = 0
+    while pos < len(data):
+        space = data.find(b" ", pos)
+        if space < 0:
+            break
+        try:
+            length = int(data[pos:space])
+        except ValueError:
+            raise ImageInputError("%s: malformed pax header" % where)
+        if length <= 0:
+            raise ImageInputError("%s: malformed pax header" % where)
+        record = data[space + 1:pos + length]
+        pos += length
+        key, eq, value = record.partition(b"=")
+        if not eq:
+            raise ImageInputError("%s: malformed pax record %r" % (where, record[:40]))
+        if value.endswith(b"\n"):
+            value = value[:-1]
+        records[key.decode("utf-8", "surrogateescape")] = value
+    return records
+
+
+def _pax_time_ns(value):
+    text = value.decode("ascii", "replace")
+    sign = -1 if text.startswith("-") else 1
+    whole, _dot, frac = text.lstrip("-").partition(".")
+    frac = (frac + "000000000")[:9]
+    return sign * (int(whole or 0) * 1000000000 + int(frac or 0))
+
+
+class TarReader(object):
+    """Iterates the entries of a tar stream given as an iterable of byte chunks.
+
+    Handles ustar, GNU long names (L/K), and pax headers (x/g) with SCHILY.xattr.* and
+    LIBARCHIVE.xattr.*. The data of a regular entry must be consumed with `copy_to()`
+    or is skipped automatically before the next header.
+    """
+
+    def __init__(self, chunks, name="layer"):
+        self._it = iter(chunks)
+        self._buf = b""
+        self._off = 0
+        self._pending = 0      # data + padding left of the current entry
+        self.name = name
+        self.offset = 0        # position in the tar stream, for messages
+
+    def _fill(self):
+        for data in self._it:
+            if data:
+                if self._off < len(self._buf):
+                    self._buf = self._buf[self._off:] + data
+                else:
+                    self._buf = data
+                self._off = 0
+                return True
+        return False
+
+    def _read_exact(self, n):
+        while len(self._buf) - self._off < n:
+            if not self._fill():
+                raise ImageInputError("%s: truncated tar stream at byte %d" % (
+                    self.name, self.offset))
+        start = self._off
+        self._off += n
+        self.offset += n
+        return self._buf[start:self._off]
+
+    def _skip(self, n):
+        while n > 0:
+            avail = len(self._buf) - self._off
+            if avail <= 0:
+                if not self._fill():
+                    raise ImageInputError("%s: truncated tar stream at byte %d" % (
+                        self.name, self.offset))
+                continue
+            step = min(avail, n)
+            self._off += step
+            self.offset += step
+            n -= step
+
+    def copy_to(self, fd, size):
+        """Write the next `size` data bytes of the current entry to file descriptor fd."""
+        write = os.write
+        while size > 0:
+            avail = len(self._buf) - self._off
+            if avail <= 0:
+                if not self._fill():
+                    raise ImageInputError("%s: truncated tar stream at byte %d" % (
+                        self.name, self.offset))
+                continue
+            step = min(avail, size)
+            view = memoryview(self._buf)[self._off:self._off + step]
+            while view:
+                done = write(fd, view)
+                view = view[done:]
+            self._off += step
+            self.offset += step
+            size -= step
+            self._pending -= step
+
+    def drain(self):
+        """Consume what is left of the stream (the hashes need every byte)."""
+        self._buf = b""
+        self._off = 0
+        for _data in self._it:
+            pass
+
+    def __iter__(self):
+        global_pax = {}
+        while True:
+            if self._pending:
+                self._skip(self._pending)
+                self._pending = 0
+            if self.offset == 0 and not self._buf and not self._fill():
+                return  # an empty blob: an empty layer
+            header = self._read_exact(512)
+            if header.count(0) == 512:
+                return  # end-of-archive marker
+            try:
+                entry = self._parse(header, global_pax)
+            except ValueError as exc:
+                raise ImageInputError("%s: malformed tar header near byte %d: %s" % (
+                    self.name, self.offset, exc))
+            if entry is not None:
+                yield entry
+
+    def _check(self, header, at):
+        try:
+            stored = _num(header[148:156])
+        except ValueError:
+            stored = -1
+        unsigned = sum(header[:148]) + 256 + sum(header[156:])
+        if stored != unsigned:
+            signed = unsigned - 2 * sum(b for b in header if b > 127)
+            if stored != signed:
+                raise ImageInputError("%s: bad tar header checksum at byte %d (not a tar "
+                                      "archive, or corrupt)" % (self.name, at))
+
+    def _parse(self, header, global_pax):
+        at = self.offset - 512
+        self._check(header, at)
+        pax = dict(global_pax)
+        long_name = long_link = None
+        while True:
+            typeflag = chr(header[156]) if header[156] else REGULAR
+            size = _num(header[124:136])
+            if typeflag in ("x", "g", "L", "K"):
+                data = self._read_exact(size)
+                self._skip(-size % 512)
+                if typeflag == "x":
+                    pax.update(_pax_records(data, "%s byte %d" % (self.name, at)))
+                elif typeflag == "g":
+                    global_pax.update(_pax_records(data, "%s byte %d" % (self.name, at)))
+                    pax.update(global_pax)
+                elif typeflag == "L":
+                    long_name = data.split(b"\0", 1)[0]
+                else:
+                    long_link = data.split(b"\0", 1)[0]
+                header = self._read_exact(512)
+                if header.count(0) == 512:
+                    raise ImageInputError("%s: tar stream ends after an extended header "
+                                          "at byte %d" % (self.name, at))
+                self._check(header, self.offset - 512)
+                continue
+            break
+        magic = header[257:263]
+        name = header[0:100].split(b"\0", 1)[0]
+        if magic == b"ustar\x00":  # POSIX ustar: the prefix field extends the name
+            prefix = header[345:500].split(b"\0", 1)[0]
+            if prefix:
+                name = prefix + b"/" + name
+        if long_name is not None:
+            name = long_name
+        link = long_link if long_link is not None else header[157:257].split(b"\0", 1)[0]
+        e = TarEntry()
+        e.name = pax["path"].decode("utf-8", "surrogateescape") if "path" in pax else \
+            name.decode("utf-8", "surrogateescape")
+        e.linkname = pax["linkpath"].decode("utf-8", "surrogateescape") if "linkpath" in pax \
+            else link.decode("utf-8", "surrogateescape")
+        e.size = int(pax["size"]) if "size" in pax else size
+        e.mode = _num(header[100:108]) & 0o7777
+        e.uid = int(pax["uid"]) if "uid" in pax else _num(header[108:116])
+        e.gid = int(pax["gid"]) if "gid" in pax else _num(header[116:124])
+        e.mtime_ns = _pax_time_ns(pax["mtime"]) if "mtime" in pax else \
+            _num(header[136:148]) * 1000000000
+        e.devmajor = _num(header[329:337]) if typeflag in (CHARDEV, BLOCKDEV) else 0
+        e.devminor = _num(header[337:345]) if typeflag in (CHARDEV, BLOCKDEV) else 0
+        e.xattrs = None
+        for key, value in pax.items():
+            if key.startswith("SCHILY.xattr."):
+                e.xattrs = e.xattrs or {}
+                e.xattrs[key[13:]] = value
+            elif key.startswith("LIBARCHIVE.xattr."):
+                import base64
+                from urllib.parse import unquote
+                e.xattrs = e.xattrs or {}
+                e.xattrs[unquote(key[17:])] = base64.b64decode(value + b"===")
+            elif key.startswith("GNU.sparse."):
+                raise UnsafeLayerError("%s: %r is a sparse file (pax GNU.sparse); sparse "
+                                       "layer entries are not supported" % (self.name, e.name))
+        if typeflag in ("0", "7"):
+            typeflag = REGULAR
+            if e.name.endswith("/"):
+                typeflag = DIRECTORY   # old tars mark directories by a trailing slash
+        elif typeflag == "D":          # GNU dumpdir: a directory with a listing as data
+            typeflag = DIRECTORY
+        elif typeflag == "S":
+            raise UnsafeLayerError("%s: %r is a GNU sparse file; sparse layer entries are "
+                                   "not supported" % (self.name, e.name))
+        elif typeflag not in (HARDLINK, SYMLINK, CHARDEV, BLOCKDEV, DIRECTORY, FIFO):
+            # V (volume label), M (multi-volume), unknown: nothing to write.
+            self._pending = e.size + (-e.size % 512)
+            return None
+        e.type = typeflag
+        has_data = typeflag == REGULAR or chr(header[156]) == "D"
+        self._pending = (e.size + (-e.size % 512)) if has_data else 0
+        if not has_data:
+            e.size = 0
+        return e
+
+
+
+def clean_name(name, what, layer):
+    """Lexically clean a tar name into a relative path inside the layer ('' = the root).
+
+    Absolute names are re-rooted (as GNU tar does); any '..' component is refused.
+    """
+    parts = []
+    for part in name.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            raise UnsafeLayerError("%s: %s %r has a '..' component; refusing a path that "
+                                   "could leave the layer" % (layer, what, name))
+        parts.append(part)
+    return "/".join(parts)
