@@ -46,6 +46,7 @@ except ImportError:  # pragma: no cover
     from urllib import quote, unquote
 
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _blob
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _flatten
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _layers
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image_errors import (
     ImageError, ImageInputError, ImageNotFoundError, LayerVerifyError,
@@ -693,34 +694,6 @@ def _hex(diff_id):
     return _blob.split_digest(diff_id)[1]
 
 
-def _check_dest(dest):
-    dest = os.path.abspath(dest)
-    if os.path.islink(dest):
-        raise ImageInputError("destination %r is a symlink; refusing it" % dest)
-    if os.path.exists(dest):
-        if not os.path.isdir(dest):
-            raise ImageInputError("destination %r exists and is not a directory" % dest)
-        if os.listdir(dest):
-            raise ImageInputError("destination %r exists and is not empty" % dest)
-    parent = os.path.dirname(dest)
-    if not os.path.isdir(parent):
-        raise ImageInputError("the parent of the destination, %r, does not exist" % parent)
-    return dest
-
-
-@contextlib.contextmanager
-def _temp_next_to(dest):
-    """A private temp dir beside dest, renamed onto it on success, removed on failure."""
-    parent, base = os.path.split(dest)
-    tmp = tempfile.mkdtemp(prefix=".%s.tmp-" % base, dir=parent)
-    try:
-        yield tmp
-        os.rename(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def _progress_adapter(progress, total):
     if progress is None:
         return None
@@ -746,7 +719,7 @@ def unpack(source, dest, format="auto", tag=None, digest=None, platform=None,
     Returns a dict: dest, format, manifest_digest, config_digest, platform, layers
     (diff_ids), config, warnings.
     """
-    dest = _check_dest(dest)
+    dest = _flatten.check_dest(dest)
     if store:
         s = ImageStore(store)
         name = name or _default_name(source)
@@ -761,9 +734,9 @@ def unpack(source, dest, format="auto", tag=None, digest=None, platform=None,
     image = resolve(source, format=format, tag=tag, digest=digest, platform=platform)
     warnings = []
     diff_ids = []
-    with _temp_next_to(dest) as tmp:
+    with _flatten.temp_next_to(dest) as tmp:
         if image["rootfs"]:
-            _layers.apply_layer_dir(image["rootfs"], tmp, whiteouts=False, warnings=warnings)
+            _flatten.apply_layer_dir(image["rootfs"], tmp, whiteouts=False, warnings=warnings)
         else:
             total = sum(layer["size"] or 0 for layer in image["layers"])
             step = _progress_adapter(progress, total)
@@ -1126,12 +1099,12 @@ class ImageStore(object):
     def flatten(self, name, dest):
         """Write image `name` as one root filesystem at `dest` (must not exist or be an
         empty dir); it appears complete or not at all."""
-        dest = _check_dest(dest)
+        dest = _flatten.check_dest(dest)
         lowers = list(reversed(self.lowerdirs(name)))
         record = self.image(name)
         warnings = []
-        with _temp_next_to(dest) as tmp:
+        with _flatten.temp_next_to(dest) as tmp:
             for layer_dir in lowers:
-                _layers.apply_layer_dir(layer_dir, tmp, whiteouts=not record.get("rootfs"),
+                _flatten.apply_layer_dir(layer_dir, tmp, whiteouts=not record.get("rootfs"),
                                         warnings=warnings)
         return {"dest": dest, "layers": record.get("layers"), "warnings": warnings}

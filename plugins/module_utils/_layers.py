@@ -25,8 +25,7 @@ targets and whiteouts are resolved the same way, and a root entry ``./`` that is
 directory is refused. Owners are set before modes (setuid bits survive), ``l*``/fd
 variants only.
 
-`apply_layer_dir()` applies an unpacked layer directory (as written in ``layer`` mode)
-onto a tree: the flatten of layers already in the store.
+`_flatten.apply_layer_dir()` applies a layer unpacked in ``layer`` mode onto a tree.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -54,7 +53,8 @@ FORBIDDEN_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.")
 
 # --------------------------------------------------------------------------- paths
 
-def _join(root, rel):
+def path_in(root, rel):
+    """The path of `rel` (a cleaned relative path, '' = the root itself) inside `root`."""
     return root + "/" + rel if rel else root
 
 
@@ -69,14 +69,6 @@ def _rootless_default():
         return lines[:3] != ["0", "0", "4294967295"]
     except OSError:
         return False
-
-
-def _remove_path(path, st=None):
-    st = st or os.lstat(path)
-    if stat.S_ISDIR(st.st_mode):
-        shutil.rmtree(path)
-    else:
-        os.unlink(path)
 
 
 # --------------------------------------------------------------------------- applying
@@ -113,7 +105,7 @@ class LayerApplier(object):
         for rel, times in self.restore_times.items():
             if rel in self.dir_attrs:
                 continue
-            path = _join(self.root, rel)
+            path = path_in(self.root, rel)
             try:
                 if stat.S_ISDIR(os.lstat(path).st_mode):
                     os.utime(path, ns=times, follow_symlinks=False)
@@ -122,7 +114,7 @@ class LayerApplier(object):
         # Modes and times of directories last: writing a child changes the parent's mtime,
         # and a read-only directory must stay writable until its children are in.
         for rel, (mode, mtime_ns) in self.dir_attrs.items():
-            path = _join(self.root, rel)
+            path = path_in(self.root, rel)
             try:
                 if not stat.S_ISDIR(os.lstat(path).st_mode):
                     continue
@@ -169,7 +161,7 @@ class LayerApplier(object):
             return
         parent = rel.rpartition("/")[0]
         self._ensure_dir(parent, entry_name)
-        path = _join(self.root, rel)
+        path = path_in(self.root, rel)
         try:
             os.mkdir(path, 0o755)
             os.chmod(path, 0o755)        # implicit parent: 0755 root:root, like docker
@@ -248,13 +240,13 @@ class LayerApplier(object):
                     self.layer, key, rel, exc.strerror))
 
     def _attrs_dir(self, rel, e):
-        path = _join(self.root, rel)
+        path = path_in(self.root, rel)
         self._chown(path, e.uid, e.gid)
         self._xattrs(path, e, rel)
         self.dir_attrs[rel] = (e.mode, e.mtime_ns)
 
     def _dir(self, rel, e, reader):
-        path = _join(self.root, rel)
+        path = path_in(self.root, rel)
         try:
             os.mkdir(path, 0o700)
         except FileExistsError:
@@ -269,7 +261,7 @@ class LayerApplier(object):
         self._attrs_dir(rel, e)
 
     def _file(self, rel, e, reader):
-        path = _join(self.root, rel)
+        path = path_in(self.root, rel)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
             fd = os.open(path, flags, 0o600)
@@ -287,7 +279,7 @@ class LayerApplier(object):
             os.close(fd)
 
     def _symlink(self, rel, e, reader):
-        path = _join(self.root, rel)
+        path = path_in(self.root, rel)
         try:
             os.symlink(e.linkname, path)   # the target is kept verbatim, never followed
         except FileExistsError:
@@ -309,13 +301,13 @@ class LayerApplier(object):
             if sub in self.dirs_ok:
                 continue
             try:
-                st = os.lstat(_join(self.root, sub))
+                st = os.lstat(path_in(self.root, sub))
             except FileNotFoundError:
                 raise UnsafeLayerError("%s: the target does not exist in the layer" % where)
             if not stat.S_ISDIR(st.st_mode):
                 raise UnsafeLayerError("%s: the target path goes through %r, which is not "
                                        "a directory; refusing to follow it" % (where, sub))
-        src = _join(self.root, target)
+        src = path_in(self.root, target)
         try:
             st = os.lstat(src)
         except FileNotFoundError:
@@ -325,7 +317,7 @@ class LayerApplier(object):
                 where, "directory" if stat.S_ISDIR(st.st_mode) else "whiteout"))
         if not self.flatten and target not in self.upper:
             raise UnsafeLayerError("%s: the target is not in this layer" % where)
-        path = _join(self.root, rel)
+        path = path_in(self.root, rel)
         try:
             os.link(src, path, follow_symlinks=False)
         except FileExistsError:
@@ -333,7 +325,7 @@ class LayerApplier(object):
             os.link(src, path, follow_symlinks=False)
 
     def _node(self, rel, e, reader):
-        path = _join(self.root, rel)
+        path = path_in(self.root, rel)
         kind = {CHARDEV: stat.S_IFCHR, BLOCKDEV: stat.S_IFBLK, FIFO: stat.S_IFIFO}[e.type]
         dev = os.makedev(e.devmajor, e.devminor) if e.type != FIFO else 0
         if e.type != FIFO and not self.flatten and e.devmajor == 0 and e.devminor == 0:
@@ -373,7 +365,7 @@ class LayerApplier(object):
                 self.layer, e.name, "nothing" if not victim else "a '.' or '..' entry"))
         self._ensure_dir(parent, e.name)
         rel = parent + "/" + victim if parent else victim
-        path = _join(self.root, rel)
+        path = path_in(self.root, rel)
         if self.flatten:
             self._remove_lower(rel, path)
             return
@@ -398,7 +390,7 @@ class LayerApplier(object):
 
     def _set_opaque(self, rel):
         try:
-            os.setxattr(_join(self.root, rel), OPAQUE_XATTR, b"y", follow_symlinks=False)
+            os.setxattr(path_in(self.root, rel), OPAQUE_XATTR, b"y", follow_symlinks=False)
         except OSError as exc:
             raise ImageError("%s: cannot mark %r opaque (setxattr %s): %s; the layer store "
                              "needs a filesystem with trusted.* xattrs, or use the flatten "
@@ -422,7 +414,7 @@ class LayerApplier(object):
 
     def _clear_lower_children(self, rel):
         """flatten: remove every child of `rel` that this layer did not write."""
-        base = _join(self.root, rel)
+        base = path_in(self.root, rel)
         for name in os.listdir(base):
             child = rel + "/" + name if rel else name
             self._remove_lower(child, base + "/" + name)
@@ -477,152 +469,3 @@ def apply_layer(fileobj, root, flatten=False, name="layer", digest=None, size=No
                                "uncompressed layer is %s" % (name, diff_id, blob.diff_id))
     return {"digest": blob.digest, "size": blob.size, "diff_id": blob.diff_id,
             "compression": blob.compression, "warnings": list(applier.warnings)}
-
-
-# --------------------------------------------------------------------------- layer dirs
-
-def _copy_xattrs(src, dst, dst_fd=None):
-    try:
-        names = os.listxattr(src, follow_symlinks=False)
-    except OSError:
-        return
-    for key in names:
-        if key.startswith(FORBIDDEN_XATTR_PREFIXES):
-            continue
-        value = os.getxattr(src, key, follow_symlinks=False)
-        if dst_fd is not None:
-            os.setxattr(dst_fd, key, value)
-        else:
-            os.setxattr(dst, key, value, follow_symlinks=False)
-
-
-def _copy_file_data(sfd, dfd, size):
-    copy_range = getattr(os, "copy_file_range", None)
-    left = size
-    if copy_range is not None:
-        try:
-            while left > 0:
-                n = copy_range(sfd, dfd, min(left, 1 << 30))
-                if n == 0:
-                    break
-                left -= n
-            if left == 0:
-                return
-        except OSError as exc:
-            if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
-                raise
-    while True:
-        data = os.read(sfd, _blob.CHUNK)
-        if not data:
-            break
-        view = memoryview(data)
-        while view:
-            view = view[os.write(dfd, view):]
-
-
-def is_whiteout_stat(st):
-    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
-
-
-def apply_layer_dir(src, root, whiteouts=True, warnings=None):
-    """Apply an unpacked layer directory `src` onto the tree `root` (flatten).
-
-    Whiteout devices delete, opaque directories replace the lower directory's children,
-    everything else is copied with owners, modes, xattrs and times; hardlinks inside the
-    layer stay hardlinks. Nothing is ever written through a symlink of `root`.
-    With whiteouts=False, `src` is a plain root filesystem copied as-is.
-    """
-    src = os.path.abspath(src)
-    root = os.path.abspath(root)
-    links = {}
-    dir_attrs = []
-
-    def prepare(dpath, st):
-        """Make the dest path free for a non-directory."""
-        try:
-            cur = os.lstat(dpath)
-        except FileNotFoundError:
-            return
-        _remove_path(dpath, cur)
-
-    def walk(rel):
-        sdir = _join(src, rel)
-        for entry in os.scandir(sdir):
-            crel = rel + "/" + entry.name if rel else entry.name
-            spath = sdir + "/" + entry.name
-            dpath = _join(root, crel)
-            st = entry.stat(follow_symlinks=False)
-            mode = st.st_mode
-            if stat.S_ISDIR(mode):
-                opaque = False
-                if whiteouts:
-                    try:
-                        opaque = os.getxattr(spath, OPAQUE_XATTR, follow_symlinks=False) == b"y"
-                    except OSError:
-                        opaque = False
-                try:
-                    cur = os.lstat(dpath)
-                    if not stat.S_ISDIR(cur.st_mode):
-                        os.unlink(dpath)
-                        os.mkdir(dpath, 0o700)
-                    elif opaque:
-                        for child in os.listdir(dpath):
-                            _remove_path(dpath + "/" + child)
-                except FileNotFoundError:
-                    os.mkdir(dpath, 0o700)
-                os.chown(dpath, st.st_uid, st.st_gid, follow_symlinks=False)
-                _copy_xattrs(spath, dpath)
-                dir_attrs.append((dpath, st))
-                walk(crel)
-                continue
-            if whiteouts and is_whiteout_stat(st):
-                try:
-                    _remove_path(dpath)
-                except FileNotFoundError:
-                    pass
-                continue
-            if st.st_nlink > 1 and not stat.S_ISDIR(mode):
-                first = links.get((st.st_dev, st.st_ino))
-                if first is not None:
-                    prepare(dpath, st)
-                    os.link(first, dpath, follow_symlinks=False)
-                    continue
-                links[(st.st_dev, st.st_ino)] = dpath
-            prepare(dpath, st)
-            if stat.S_ISREG(mode):
-                sfd = os.open(spath, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-                try:
-                    dfd = os.open(dpath, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                                  | os.O_CLOEXEC, 0o600)
-                    try:
-                        _copy_file_data(sfd, dfd, st.st_size)
-                        os.fchown(dfd, st.st_uid, st.st_gid)
-                        os.fchmod(dfd, stat.S_IMODE(mode))
-                        _copy_xattrs(spath, dpath, dfd)
-                        os.utime(dfd, ns=(st.st_atime_ns, st.st_mtime_ns))
-                    finally:
-                        os.close(dfd)
-                finally:
-                    os.close(sfd)
-                continue
-            if stat.S_ISLNK(mode):
-                os.symlink(os.readlink(spath), dpath)
-            elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode):
-                os.mknod(dpath, stat.S_IFMT(mode) | 0o600, st.st_rdev)
-            else:
-                if warnings is not None:
-                    warnings.append("%s: %r skipped (a socket)" % (src, crel))
-                continue
-            os.chown(dpath, st.st_uid, st.st_gid, follow_symlinks=False)
-            if not stat.S_ISLNK(mode):
-                os.chmod(dpath, stat.S_IMODE(mode))
-            _copy_xattrs(spath, dpath)
-            os.utime(dpath, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
-
-    rst = os.lstat(src)
-    os.chown(root, rst.st_uid, rst.st_gid, follow_symlinks=False)
-    walk("")
-    dir_attrs.append((root, rst))
-    for dpath, st in reversed(dir_attrs):
-        os.chmod(dpath, stat.S_IMODE(st.st_mode))
-        os.utime(dpath, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)

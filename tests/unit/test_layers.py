@@ -11,6 +11,7 @@ import tarfile
 import pytest
 
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _blob as B
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _flatten as F
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _layers as L
 from tests.lib import oci_fixtures as fx
 from tests.lib.oci_fixtures import (chardev, dir_, file_, fifo, hardlink, make_tar, opaque,
@@ -379,7 +380,7 @@ def test_apply_layer_dir_matches_streamed_flatten(tmp_path):
     out = tmp_path / "fromdirs"
     out.mkdir()
     for d in dirs:
-        L.apply_layer_dir(str(d), str(out))
+        F.apply_layer_dir(str(d), str(out))
     a, b = fx.snapshot(str(streamed)), fx.snapshot(str(out))
     a.pop("")
     b.pop("")
