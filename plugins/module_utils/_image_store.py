@@ -33,7 +33,6 @@ import errno
 import fcntl
 import json
 import os
-import platform as _platform
 import re
 import shutil
 import tarfile
@@ -50,6 +49,9 @@ from ansible_collections.fromscratch.containerfs.plugins.module_utils import _fl
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _layers
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image_errors import (
     ImageError, ImageInputError, ImageNotFoundError, LayerVerifyError,
+)
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._platforms import (
+    format_platform, host_platform, parse_platform, platform_rank,
 )
 
 DEFAULT_ROOT = "/var/lib/containerfs"
@@ -96,62 +98,6 @@ IMAGE_ARGUMENT_SPEC = {
     "mutually_exclusive": [("tag", "digest")],
 }
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+/-]{0,254}$")
-
-
-# --------------------------------------------------------------------------- platforms
-
-_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64",
-         "i386": "386", "i686": "386", "ppc64le": "ppc64le", "s390x": "s390x",
-         "riscv64": "riscv64", "mips64": "mips64le", "loongarch64": "loong64"}
-
-
-def host_platform():
-    """The host's OCI platform as a dict: os, architecture, variant (maybe None)."""
-    machine = _platform.machine().lower()
-    if machine.startswith("armv"):
-        return {"os": "linux", "architecture": "arm", "variant": "v" + machine[4]}
-    arch = _ARCH.get(machine, machine)
-    return {"os": "linux", "architecture": arch, "variant": "v8" if arch == "arm64" else None}
-
-
-def parse_platform(text):
-    """'linux/arm64/v8', 'arm64' -> dict; raises ImageInputError."""
-    parts = (text or "").split("/")
-    if not text or any(not p for p in parts) or len(parts) > 3:
-        raise ImageInputError("malformed platform %r (expected os/arch[/variant], e.g. "
-                              "linux/amd64 or linux/arm/v7)" % (text,))
-    if len(parts) == 1:
-        parts = ["linux"] + parts
-    return {"os": parts[0], "architecture": parts[1],
-            "variant": parts[2] if len(parts) > 2 else None}
-
-
-def format_platform(p):
-    if not p:
-        return None
-    text = "%s/%s" % (p.get("os"), p.get("architecture"))
-    return text + "/" + p["variant"] if p.get("variant") else text
-
-
-def _variant(p):
-    v = p.get("variant")
-    if not v and p.get("architecture") == "arm64":
-        return "v8"
-    return v or None
-
-
-def _platform_rank(candidate, wanted, explicit):
-    """0 = exact, 1 = acceptable, None = no match."""
-    if not candidate:
-        return None
-    if candidate.get("os") != wanted["os"] or candidate.get("architecture") != wanted["architecture"]:
-        return None
-    have, want = _variant(candidate), _variant(wanted)
-    if have == want:
-        return 0
-    if explicit and want:
-        return None
-    return 1 if have is None or want is None else 2
 
 
 # --------------------------------------------------------------------------- source fs
@@ -389,7 +335,7 @@ def _select_platform(fs, index, wanted, explicit, where):
         p = d.get("platform")
         if p:
             seen.append(format_platform(p))
-        rank = _platform_rank(p, wanted, explicit)
+        rank = platform_rank(p, wanted, explicit)
         if rank is not None and (best is None or rank < best[0]):
             best = (rank, d)
     if best is None:
@@ -516,7 +462,7 @@ def resolve_oci(fs, tag=None, digest=None, platform=None):
                               "digest" % (fs.path, len(tops), ", ".join(tags) or "none"))
     mdesc, manifest = _descend(fs, desc, wanted, bool(platform))
     image = _image_from_manifest(fs, mdesc, manifest, mdesc.get("digest"))
-    if platform and image["platform"] and _platform_rank(
+    if platform and image["platform"] and platform_rank(
             parse_platform(image["platform"]), wanted, True) is None:
         raise ImageNotFoundError("%s: the selected image is for %s, not %s" % (
             fs.path, image["platform"], platform))
@@ -578,7 +524,7 @@ def resolve_docker_archive(fs, tag=None, digest=None, platform=None):
                        "media_type": None, "path": rel, "compression": None})
     plat = {"os": config.get("os"), "architecture": config.get("architecture"),
             "variant": config.get("variant")}
-    if platform and _platform_rank(plat, parse_platform(platform), True) is None:
+    if platform and platform_rank(plat, parse_platform(platform), True) is None:
         raise ImageNotFoundError("%s: the image is for %s, not %s" % (
             fs.path, format_platform(plat), platform))
     return {"manifest_digest": None, "config_digest": config_digest,

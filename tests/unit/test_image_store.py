@@ -15,6 +15,7 @@ import pytest
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _blob as B
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _image_store as S
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _layers as L
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _platforms as P
 from tests.lib import oci_fixtures as fx
 from tests.lib.oci_fixtures import dir_, file_, hardlink, make_tar, opaque, symlink, whiteout
 
@@ -88,7 +89,7 @@ def test_multi_platform_nested_index(tmp_path, store):
     arm = fx.add_image(path, [OTHER], arch="arm64", variant="v8")
     armv7 = fx.add_image(path, [APP], arch="arm", variant="v7")
     fx.write_index(path, [fx.nested_index(path, [amd, arm, armv7], tag="1.0")])
-    host = S.host_platform()["architecture"]
+    host = P.host_platform()["architecture"]
     r = store.pull("m", path, tag="1.0", check_mode=True)
     if host == "amd64":
         assert r["image"]["layers"] == [fx.sha(BASE)]
