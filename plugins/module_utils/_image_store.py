@@ -35,7 +35,6 @@ import json
 import os
 import re
 import shutil
-import tarfile
 import tempfile
 import time
 
@@ -52,6 +51,9 @@ from ansible_collections.fromscratch.containerfs.plugins.module_utils._image_err
 )
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._platforms import (
     format_platform, host_platform, parse_platform, platform_rank,
+)
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._source_fs import (
+    clean_rel, detect_format, open_source,
 )
 
 DEFAULT_ROOT = "/var/lib/containerfs"
@@ -98,164 +100,6 @@ IMAGE_ARGUMENT_SPEC = {
     "mutually_exclusive": [("tag", "digest")],
 }
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+/-]{0,254}$")
-
-
-# --------------------------------------------------------------------------- source fs
-
-def _clean_rel(rel, where):
-    parts = []
-    for part in rel.split("/"):
-        if part in ("", "."):
-            continue
-        if part == "..":
-            raise ImageInputError("%s: path %r leaves the source; refusing it" % (where, rel))
-        parts.append(part)
-    if not parts:
-        raise ImageInputError("%s: empty path %r" % (where, rel))
-    return "/".join(parts)
-
-
-def _norm_in_archive(path, where):
-    """Lexically resolve a link target inside an archive; refuse leaving its root."""
-    parts = []
-    for part in path.split("/"):
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if not parts:
-                raise ImageInputError("%s: link target %r leaves the archive" % (where, path))
-            parts.pop()
-        else:
-            parts.append(part)
-    return "/".join(parts)
-
-
-class DirSource(object):
-    """Files of an image source kept in a directory."""
-
-    def __init__(self, path):
-        self.path = path
-        self.root = os.path.realpath(path)
-
-    def _real(self, rel):
-        rel = _clean_rel(rel, self.path)
-        real = os.path.realpath(os.path.join(self.root, rel))
-        if not real.startswith(self.root + "/"):
-            raise ImageInputError("%s: %r resolves outside the source (%s); refusing it" % (
-                self.path, rel, real))
-        return real
-
-    def exists(self, rel):
-        return os.path.isfile(self._real(rel))
-
-    def size(self, rel):
-        return os.stat(self._real(rel)).st_size
-
-    def open(self, rel):
-        try:
-            return open(self._real(rel), "rb", buffering=0)
-        except (IOError, OSError) as exc:
-            raise ImageInputError("%s: cannot open %r: %s" % (self.path, rel, exc.strerror))
-
-    def close(self):
-        pass
-
-
-class TarSource(object):
-    """Files of an image source kept in an uncompressed tar (docker save, oci-archive)."""
-
-    def __init__(self, path):
-        self.path = path
-        try:
-            self.tar = tarfile.open(path, "r:")
-        except (tarfile.TarError, IOError, OSError) as exc:
-            raise ImageInputError("%s: not a readable tar archive: %s" % (path, exc))
-        self.members = {}
-        for m in self.tar.getmembers():
-            name = "/".join(p for p in m.name.split("/") if p not in ("", "."))
-            if name:
-                self.members[name] = m
-
-    def _member(self, rel):
-        rel = _clean_rel(rel, self.path)
-        for _hop in range(16):
-            m = self.members.get(rel)
-            if m is None:
-                return None
-            if m.isfile():
-                return m
-            if m.issym():   # docker save links duplicate layers: resolve inside the tar
-                base = rel.rpartition("/")[0]
-                rel = _norm_in_archive(base + "/" + m.linkname if base else m.linkname,
-                                       self.path)
-            elif m.islnk():
-                rel = _norm_in_archive(m.linkname, self.path)
-            else:
-                return None
-        raise ImageInputError("%s: too many links resolving %r" % (self.path, rel))
-
-    def exists(self, rel):
-        try:
-            return self._member(rel) is not None
-        except ImageInputError:
-            return False
-
-    def size(self, rel):
-        return self._member(rel).size
-
-    def open(self, rel):
-        m = self._member(rel)
-        if m is None:
-            raise ImageInputError("%s: %r is missing from the archive" % (self.path, rel))
-        return self.tar.extractfile(m)
-
-    def close(self):
-        self.tar.close()
-
-
-_ARCHIVE_TOP = re.compile(r"^(blobs|index\.json|oci-layout|manifest\.json|repositories|"
-                          r"[0-9a-f]{64}(\.json)?)$")
-
-
-def detect_format(source):
-    """'oci', 'docker-archive', 'tarball' or 'dir' for a path; ImageInputError if none."""
-    if os.path.isdir(source):
-        if os.path.isfile(os.path.join(source, "oci-layout")):
-            return "oci"
-        if os.path.isfile(os.path.join(source, "manifest.json")):
-            return "docker-archive"
-        return "dir"
-    if not os.path.isfile(source):
-        raise ImageInputError("source %r does not exist (or is not a file or directory)"
-                              % source)
-    with open(source, "rb") as f:
-        head = f.read(512)
-    if _blob.sniff_compression(head):
-        return "tarball"
-    if not tarfile.is_tarfile(source):
-        raise ImageInputError("source %r is neither a directory nor a tar archive "
-                              "(plain, gzip, xz or zstd)" % source)
-    seen = set()
-    try:
-        with tarfile.open(source, "r:") as tar:
-            for m in tar:
-                parts = [p for p in m.name.split("/") if p not in ("", ".")]
-                if not parts:
-                    continue
-                if not _ARCHIVE_TOP.match(parts[0]):
-                    return "tarball"   # a root filesystem entry: stop reading early
-                seen.add(parts[0])
-    except tarfile.TarError as exc:
-        raise ImageInputError("source %r: unreadable tar archive: %s" % (source, exc))
-    if "oci-layout" in seen:
-        return "oci"
-    if "manifest.json" in seen:
-        return "docker-archive"
-    return "tarball"
-
-
-def open_source(source):
-    return DirSource(source) if os.path.isdir(source) else TarSource(source)
 
 
 # --------------------------------------------------------------------------- resolvers
@@ -514,7 +358,7 @@ def resolve_docker_archive(fs, tag=None, digest=None, platform=None):
         if not fs.exists(rel):
             raise ImageInputError("%s: layer %r is missing from the archive" % (fs.path, rel))
         blob_digest = size = None
-        m = re.match(r"^blobs/(sha256|sha512)/([0-9a-f]+)$", _clean_rel(rel, fs.path))
+        m = re.match(r"^blobs/(sha256|sha512)/([0-9a-f]+)$", clean_rel(rel, fs.path))
         if m:
             blob_digest = "%s:%s" % m.groups()
         src = sources.get(diff_id) or {}

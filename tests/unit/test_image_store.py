@@ -16,6 +16,7 @@ from ansible_collections.fromscratch.containerfs.plugins.module_utils import _bl
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _image_store as S
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _layers as L
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _platforms as P
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _source_fs as FS
 from tests.lib import oci_fixtures as fx
 from tests.lib.oci_fixtures import dir_, file_, hardlink, make_tar, opaque, symlink, whiteout
 
@@ -79,7 +80,7 @@ def test_oci_archive_tar(tmp_path, store, compression):
     archive = str(tmp_path / "img.tar")
     with tarfile.open(archive, "w") as tar:
         tar.add(src, arcname=".")
-    assert S.detect_format(archive) == "oci"
+    assert FS.detect_format(archive) == "oci"
     assert store.pull("a", archive)["image"]["layers"] == [fx.sha(BASE), fx.sha(APP)]
 
 
@@ -130,7 +131,7 @@ def test_tag_and_digest_selection(tmp_path, store):
 def test_docker_archive(tmp_path, store, legacy, as_tar):
     src = fx.docker_archive(str(tmp_path / "saved.tar"), [BASE, APP, BASE + b""], legacy=legacy,
                             as_tar=as_tar)
-    assert S.detect_format(src) == "docker-archive"
+    assert FS.detect_format(src) == "docker-archive"
     r = store.pull("d", src, tag="test:latest")
     assert r["image"]["layers"] == [fx.sha(BASE), fx.sha(APP), fx.sha(BASE)]
     assert r["layers_added"] == [fx.sha(BASE), fx.sha(APP)]
@@ -157,7 +158,7 @@ def test_docker_archive_paths_cannot_leave_the_source(tmp_path, store):
 def test_tarball(tmp_path, store, compression, monkeypatch):
     path = tmp_path / "rootfs.tar"
     path.write_bytes(fx.compress(BASE, compression))
-    assert S.detect_format(str(path)) == "tarball"
+    assert FS.detect_format(str(path)) == "tarball"
     r = store.pull("t", str(path))
     assert r["changed"] and r["image"]["layers"] == [fx.sha(BASE)]
     assert r["image"]["config"] == {} and r["image"]["format"] == "tarball"
@@ -176,7 +177,7 @@ def test_tarball_check_mode_knows_its_diff_id(tmp_path, store):
 
 def test_dir_is_used_as_is(tmp_path, store):
     rootfs = fx.busybox_tree(str(tmp_path / "rootfs"))
-    assert S.detect_format(rootfs) == "dir"
+    assert FS.detect_format(rootfs) == "dir"
     r = store.pull("b", rootfs)
     assert r["changed"] and store.lowerdirs("b") == [os.path.realpath(rootfs)]
     assert not store.pull("b", rootfs)["changed"]
