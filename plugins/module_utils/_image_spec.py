@@ -24,7 +24,7 @@ import os
 import re
 
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _blob
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _image_store as store
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _image_source
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image_errors import ImageError
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import DEFAULT_ENV, SpecError
 
@@ -44,8 +44,9 @@ def with_image(raw, base_dir=None):
         return raw  # the spec validator reports it
     source = os.path.normpath(os.path.join(base_dir or os.getcwd(), source))
     try:
-        meta = store.resolve(source, format=image.get("format") or "auto", tag=image.get("tag"),
-                             digest=image.get("digest"), platform=image.get("platform"))
+        meta = _image_source.resolve(source, format=image.get("format") or "auto",
+                                     tag=image.get("tag"), digest=image.get("digest"),
+                                     platform=image.get("platform"))
         layers = _complete_layers(meta)
     except ImageError as exc:
         raise SpecError([("rootfs.image.source", str(exc))])
@@ -67,7 +68,7 @@ def _complete_layers(meta):
     if meta.get("rootfs"):
         return []
     layers = []
-    with store._opened(meta) as open_blob:
+    with _image_source.layer_opener(meta) as open_blob:
         for index, layer in enumerate(meta["layers"]):
             layer = dict(layer)
             if not (layer.get("digest") and layer.get("diff_id") and layer.get("size") is not None

@@ -38,7 +38,11 @@ import stat
 
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _blob
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image_errors import (
-    ImageError, ImageInputError, LayerVerifyError, UnsafeLayerError,
+    ImageError, LayerVerifyError, UnsafeLayerError,
+)
+# Re-exported: callers catch every layer error from this module.
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image_errors import (  # noqa: F401 pylint: disable=unused-import
+    ImageInputError,
 )
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._tar import (
     BLOCKDEV, CHARDEV, DIRECTORY, FIFO, HARDLINK, REGULAR, SYMLINK, TarReader, clean_name,
