@@ -40,6 +40,7 @@ from tests.lib import collection  # noqa: E402
 
 collection.register()
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _image_store  # noqa: E402
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _unpack  # noqa: E402
 
 
 def log(msg):
@@ -221,7 +222,7 @@ def run(layout, blobs, work, runs):
         _image_store.ImageStore(d).pull("bench", layout, tag="bench")
 
     def ours_unpack(d):
-        _image_store.unpack(layout, d, tag="bench")
+        _unpack.unpack(layout, d, tag="bench")
 
     def gnu_tar(d):
         os.mkdir(d)

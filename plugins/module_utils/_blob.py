@@ -286,3 +286,15 @@ class BlobStream(object):
             if data is None:
                 return
             yield data
+
+
+def progress_adapter(progress, total):
+    """A BlobStream `progress` (bytes read now) calling progress(done_bytes, total_bytes)."""
+    if progress is None:
+        return None
+    state = {"done": 0}
+
+    def step(n):
+        state["done"] += n
+        progress(state["done"], total)
+    return step

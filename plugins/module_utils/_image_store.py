@@ -98,80 +98,6 @@ def _hex(diff_id):
     return _blob.split_digest(diff_id)[1]
 
 
-def _progress_adapter(progress, total):
-    if progress is None:
-        return None
-    state = {"done": 0}
-
-    def step(n):
-        state["done"] += n
-        progress(state["done"], total)
-    return step
-
-
-# --------------------------------------------------------------------------- unpack
-
-def unpack(source, dest, format="auto", tag=None, digest=None, platform=None,
-           progress=None, store=None, name=None):
-    """Unpack the image at `source` into `dest` as one flattened root filesystem.
-
-    Without `store`, the layers are read from the source and applied in order directly
-    (nothing cached). With `store` (a store root), the image is pulled into the store
-    under `name` (default: the source's base name) and flattened from there.
-    `dest` must not exist or be an empty directory; it appears complete or not at all.
-    `progress(done_bytes, total_bytes)` is called while blobs are read.
-    Returns a dict: dest, format, manifest_digest, config_digest, platform, layers
-    (diff_ids), config, warnings.
-    """
-    dest = _flatten.check_dest(dest)
-    if store:
-        s = ImageStore(store)
-        name = name or _default_name(source)
-        result = s.pull(name, source, format=format, tag=tag, digest=digest,
-                        platform=platform, progress=progress)
-        s.flatten(name, dest)
-        image = result["image"]
-        out = dict((k, image.get(k)) for k in ("format", "manifest_digest", "config_digest",
-                                               "platform", "layers", "config"))
-        out.update(dest=dest, warnings=result["warnings"], name=name)
-        return out
-    image = resolve(source, format=format, tag=tag, digest=digest, platform=platform)
-    warnings = []
-    diff_ids = []
-    with _flatten.temp_next_to(dest) as tmp:
-        if image["rootfs"]:
-            _flatten.apply_layer_dir(image["rootfs"], tmp, whiteouts=False, warnings=warnings)
-        else:
-            total = sum(layer["size"] or 0 for layer in image["layers"])
-            step = _progress_adapter(progress, total)
-            applier = _layers.LayerApplier(tmp, flatten=True, warnings=warnings)
-            with layer_opener(image) as opener:
-                for i, layer in enumerate(image["layers"]):
-                    f = opener(layer)
-                    try:
-                        got = _layers.apply_layer(
-                            f, tmp, name=layer_name(image, layer, i), digest=layer["digest"],
-                            size=layer["size"] if layer["digest"] else None,
-                            diff_id=layer["diff_id"], progress=step, applier=applier,
-                            compression=layer["compression"])
-                    finally:
-                        f.close()
-                    diff_ids.append(got["diff_id"])
-    return {"dest": dest, "format": image["format"], "manifest_digest": image["manifest_digest"],
-            "config_digest": image["config_digest"], "platform": image["platform"],
-            "layers": diff_ids, "config": image["config"], "warnings": warnings}
-
-
-def _default_name(source):
-    base = os.path.basename(os.path.abspath(source).rstrip("/"))
-    for suffix in (".tar.gz", ".tgz", ".tar.xz", ".tar.zst", ".tar", ".oci"):
-        if base.endswith(suffix):
-            base = base[:-len(suffix)]
-            break
-    base = re.sub(r"[^A-Za-z0-9._:@+-]", "_", base).lstrip("._-:@+") or "image"
-    return base
-
-
 # --------------------------------------------------------------------------- the store
 
 class ImageStore(object):
@@ -383,7 +309,7 @@ class ImageStore(object):
         with self._locked():
             todo = [(i, layer) for i, layer in enumerate(image["layers"])
                     if not (layer["diff_id"] and self.has_layer(layer["diff_id"]))]
-            step = _progress_adapter(progress, sum(layer["size"] or 0 for _i, layer in todo))
+            step = _blob.progress_adapter(progress, sum(layer["size"] or 0 for _i, layer in todo))
             with layer_opener(image) as opener:
                 for i, layer in todo:
                     got = self._unpack_layer(image, layer, i, opener, step)
@@ -402,7 +328,7 @@ class ImageStore(object):
         for layer in image["layers"]:
             if layer["diff_id"] is None:   # a tarball: hash it to know what it is
                 with open(source, "rb", buffering=0) as f, _blob.BlobStream(
-                        f, name=source, progress=_progress_adapter(progress, layer["size"])) as b:
+                        f, name=source, progress=_blob.progress_adapter(progress, layer["size"])) as b:
                     for _chunk in b:
                         pass
                 layer["diff_id"] = b.diff_id
@@ -427,7 +353,7 @@ class ImageStore(object):
                 return {"added": False}
             with layer_opener(image) as opener:
                 return self._unpack_layer(image, layer, 0, opener,
-                                          _progress_adapter(progress, size or 0))
+                                          _blob.progress_adapter(progress, size or 0))
 
     def _unpack_layer(self, image, layer, index, opener, step):
         tmp = tempfile.mkdtemp(prefix=".tmp-", dir=self.layers_dir)

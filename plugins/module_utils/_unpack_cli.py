@@ -20,7 +20,9 @@ __metaclass__ = type
 import sys
 import time
 
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _image_store
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _image_source
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _unpack
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image_errors import ImageError, ImageInputError
 
 EXIT_OK, EXIT_FAILURE, EXIT_INVALID = 0, 1, 2
 
@@ -37,7 +39,7 @@ def add_parser(subparsers):
     sub.add_argument("source", metavar="SOURCE", help="the image: an OCI layout (dir or tar), "
                      "a docker save archive, a rootfs tarball (plain/gz/xz/zst) or a directory")
     sub.add_argument("dest", metavar="DEST", help="the root filesystem directory to create")
-    sub.add_argument("--format", default="auto", choices=_image_store.FORMATS,
+    sub.add_argument("--format", default="auto", choices=_image_source.FORMATS,
                      help="the kind of SOURCE (default: auto-detect)")
     sub.add_argument("--tag", help="which image of a layout or archive, by tag")
     sub.add_argument("--digest", help="which image of a layout, by manifest or index digest")
@@ -88,14 +90,14 @@ def main(args, stderr=None, stdout=None):
     if not args.no_progress and hasattr(stderr, "isatty") and stderr.isatty():
         progress_bar = ProgressBar(stderr)
     try:
-        result = _image_store.unpack(args.source, args.dest, format=args.format, tag=args.tag,
-                                     digest=args.digest, platform=args.platform,
-                                     progress=progress_bar, store=args.store, name=args.name)
-    except _image_store.ImageInputError as exc:
+        result = _unpack.unpack(args.source, args.dest, format=args.format, tag=args.tag,
+                                digest=args.digest, platform=args.platform,
+                                progress=progress_bar, store=args.store, name=args.name)
+    except ImageInputError as exc:
         _end(progress_bar)
         stderr.write("containerfs unpack: %s\n" % exc)
         return EXIT_INVALID
-    except _image_store.ImageError as exc:
+    except ImageError as exc:
         _end(progress_bar)
         stderr.write("containerfs unpack: error: %s\n" % exc)
         return EXIT_FAILURE

@@ -17,6 +17,7 @@ from ansible_collections.fromscratch.containerfs.plugins.module_utils import _im
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _layers as L
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _platforms as P
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _source_fs as FS
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _unpack as U
 from tests.lib import oci_fixtures as fx
 from tests.lib.oci_fixtures import dir_, file_, hardlink, make_tar, opaque, symlink, whiteout
 
@@ -299,7 +300,7 @@ def test_flatten_equals_overlay_mount_and_streamed_unpack(tmp_path, store):
     flat = str(tmp_path / "flat")
     store.flatten("app", flat)
     streamed = str(tmp_path / "streamed")
-    S.unpack(src, streamed)
+    U.unpack(src, streamed)
     ours = fx.snapshot(flat)
     seen = overlay_snapshot(tmp_path, store.lowerdirs("app"))
     for snap in (ours, seen):
@@ -318,7 +319,7 @@ def test_busybox_image_runs_from_the_flattened_tree(tmp_path):
     tree = fx.busybox_tree(str(tmp_path / "tree"))
     src = layout(tmp_path, [fx.tar_of_dir(tree)])
     out = str(tmp_path / "rootfs")
-    r = S.unpack(src, out)
+    r = U.unpack(src, out)
     assert r["layers"] and os.path.islink(os.path.join(out, "bin/sh"))
     assert oct(os.lstat(os.path.join(out, "tmp")).st_mode & 0o7777) == "0o1777"
     proc = subprocess.run(["chroot", out, "/bin/sh", "-c", "echo hello from $0"],
@@ -332,22 +333,22 @@ def test_unpack_destination_rules_and_failure_leaves_nothing(tmp_path):
     busy.mkdir()
     (busy / "x").write_text("x")
     with pytest.raises(S.ImageInputError, match="not empty"):
-        S.unpack(src, str(busy))
+        U.unpack(src, str(busy))
     bad = layout(tmp_path, tamper={"diff_id": 1}, name="bad")
     with pytest.raises(S.LayerVerifyError):
-        S.unpack(bad, str(tmp_path / "out"))
+        U.unpack(bad, str(tmp_path / "out"))
     assert not os.path.exists(str(tmp_path / "out"))
     assert not [n for n in os.listdir(str(tmp_path)) if n.startswith(".out")]
     empty = tmp_path / "empty"
     empty.mkdir()
     seen = []
-    S.unpack(src, str(empty), progress=lambda done, total: seen.append((done, total)))
+    U.unpack(src, str(empty), progress=lambda done, total: seen.append((done, total)))
     assert (empty / "app/run").exists() and seen[-1][0] == seen[-1][1] > 0
 
 
 def test_unpack_through_a_store(tmp_path):
     src = layout(tmp_path)
-    r = S.unpack(src, str(tmp_path / "out"), store=str(tmp_path / "st"), name="x")
+    r = U.unpack(src, str(tmp_path / "out"), store=str(tmp_path / "st"), name="x")
     assert r["name"] == "x" and S.ImageStore(str(tmp_path / "st")).image("x")
 
 
@@ -359,7 +360,7 @@ def test_parity_with_umoci(tmp_path):
                         file_("bin/tool", b"v2", mode=0o4711, uid=12)])]
     src = layout(tmp_path, layers, tag="t")
     ours = str(tmp_path / "ours")
-    S.unpack(src, ours)
+    U.unpack(src, ours)
     proc = subprocess.run(["umoci", "unpack", "--image", src + ":t", str(tmp_path / "bundle")],
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           universal_newlines=True, check=False)

@@ -1,0 +1,82 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Unpacking an image into one root filesystem directory (the CLI's ``unpack``).
+
+PRIVATE to the collection: it can have breaking changes at any time. Standard library
+only, no ``ansible.*`` import: the CLI (Python 3 + jinja2 + pyyaml) imports it.
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import os
+import re
+
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _blob
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _flatten
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _layers
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image_source import (
+    layer_name, layer_opener, resolve,
+)
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image_store import ImageStore
+
+
+def unpack(source, dest, format="auto", tag=None, digest=None, platform=None,
+           progress=None, store=None, name=None):
+    """Unpack the image at `source` into `dest` as one flattened root filesystem.
+
+    Without `store`, the layers are read from the source and applied in order directly
+    (nothing cached). With `store` (a store root), the image is pulled into the store
+    under `name` (default: the source's base name) and flattened from there.
+    `dest` must not exist or be an empty directory; it appears complete or not at all.
+    `progress(done_bytes, total_bytes)` is called while blobs are read.
+    Returns a dict: dest, format, manifest_digest, config_digest, platform, layers
+    (diff_ids), config, warnings.
+    """
+    dest = _flatten.check_dest(dest)
+    if store:
+        s = ImageStore(store)
+        name = name or _default_name(source)
+        result = s.pull(name, source, format=format, tag=tag, digest=digest,
+                        platform=platform, progress=progress)
+        s.flatten(name, dest)
+        image = result["image"]
+        out = dict((k, image.get(k)) for k in ("format", "manifest_digest", "config_digest",
+                                               "platform", "layers", "config"))
+        out.update(dest=dest, warnings=result["warnings"], name=name)
+        return out
+    image = resolve(source, format=format, tag=tag, digest=digest, platform=platform)
+    warnings = []
+    diff_ids = []
+    with _flatten.temp_next_to(dest) as tmp:
+        if image["rootfs"]:
+            _flatten.apply_layer_dir(image["rootfs"], tmp, whiteouts=False, warnings=warnings)
+        else:
+            total = sum(layer["size"] or 0 for layer in image["layers"])
+            step = _blob.progress_adapter(progress, total)
+            applier = _layers.LayerApplier(tmp, flatten=True, warnings=warnings)
+            with layer_opener(image) as opener:
+                for i, layer in enumerate(image["layers"]):
+                    f = opener(layer)
+                    try:
+                        got = _layers.apply_layer(
+                            f, tmp, name=layer_name(image, layer, i), digest=layer["digest"],
+                            size=layer["size"] if layer["digest"] else None,
+                            diff_id=layer["diff_id"], progress=step, applier=applier,
+                            compression=layer["compression"])
+                    finally:
+                        f.close()
+                    diff_ids.append(got["diff_id"])
+    return {"dest": dest, "format": image["format"], "manifest_digest": image["manifest_digest"],
+            "config_digest": image["config_digest"], "platform": image["platform"],
+            "layers": diff_ids, "config": image["config"], "warnings": warnings}
+
+
+def _default_name(source):
+    base = os.path.basename(os.path.abspath(source).rstrip("/"))
+    for suffix in (".tar.gz", ".tgz", ".tar.xz", ".tar.zst", ".tar", ".oci"):
+        if base.endswith(suffix):
+            base = base[:-len(suffix)]
+            break
+    base = re.sub(r"[^A-Za-z0-9._:@+-]", "_", base).lstrip("._-:@+") or "image"
+    return base
