@@ -221,8 +221,9 @@ import shutil
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image_errors import ImageError
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image_store import (
-    IMAGE_ARGUMENT_SPEC, ImageError, ImageStore,
+    IMAGE_ARGUMENT_SPEC, ImageStore,
 )
 
 
