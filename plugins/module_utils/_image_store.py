@@ -436,5 +436,5 @@ class ImageStore(object):
         with _flatten.temp_next_to(dest) as tmp:
             for layer_dir in lowers:
                 _flatten.apply_layer_dir(layer_dir, tmp, whiteouts=not record.get("rootfs"),
-                                        warnings=warnings)
+                                         warnings=warnings)
         return {"dest": dest, "layers": record.get("layers"), "warnings": warnings}

@@ -452,7 +452,7 @@ def apply_layer(fileobj, root, flatten=False, name="layer", digest=None, size=No
     if applier is None:
         applier = LayerApplier(root, flatten=flatten)
     with _blob.BlobStream(fileobj, name=name, algo=algo, expected_size=size, progress=progress,
-                    compression=compression) as blob:
+                          compression=compression) as blob:
         reader = TarReader(blob, name=name)
         try:
             applier.apply(reader, layer=name)

@@ -269,7 +269,6 @@ class TarReader(object):
         return e
 
 
-
 def clean_name(name, what, layer):
     """Lexically clean a tar name into a relative path inside the layer ('' = the root).
 
