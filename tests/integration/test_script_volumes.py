@@ -153,3 +153,14 @@ def test_proc_or_sys_as_symlink_is_refused(make_container, copy_rootfs, tmp_path
     assert "started" not in result.stdout
     assert "/%s" % path in result.stderr and "symlink" in result.stderr, result.stderr
     assert os.listdir(str(decoy)) == []
+
+
+def test_readonly_path_over_a_volume_with_a_space(make_container, source):
+    """A read-only path that is itself a mount point (a writable volume) whose path holds a
+    space: mountinfo escapes it (\\040), and the script must still see it is a mount point,
+    or `mount --all` skips the line as "already mounted" and the volume stays writable."""
+    container = make_container(volumes=[{"source": source, "target": "/my vol"}],
+                               add_readonly_paths=["/my vol"])
+    result = container.inside("(echo x > '/my vol/denied') 2>&1; echo rc=$?")
+    assert result.rc == 0, result
+    assert "Read-only file system" in result.stdout and "rc=1" in result.stdout, result
