@@ -338,8 +338,25 @@ class RootSteps(object):
         return not os.path.exists(target) or (top is not None and "ro" in top["options"])
 
     def do_readonly_path(self, step):
+        # A bind remount sets exactly the flags it is given: keep the nosuid, nodev and
+        # noexec of the filesystem the path lies on (runc does), from the plan when it
+        # knows them, else from the live mount table.
         target = self.target(step)
-        run(["mount", "--no-canonicalize", "--rbind", "-o", "bind,ro", target, target])
+        if step.get("lies_on"):
+            keep = step["lies_on"]["flags"]
+        else:
+            keep = sorted(self._lies_on(target)["options"] & set(("nosuid", "nodev", "noexec")))
+        run(["mount", "--no-canonicalize", "--rbind", "-o", ",".join(["bind", "ro"] + keep),
+             target, target])
+
+    def _lies_on(self, path):
+        """The live mount a path lies on: the last mounted whose mount point holds it."""
+        found = None
+        for entry in self.mounts:
+            point = entry["mount_point"]
+            if point == "/" or path == point or path.startswith(point.rstrip("/") + "/"):
+                found = entry
+        return found
 
     def check_mask_path(self, step):
         target = self.target(step)
@@ -557,17 +574,6 @@ class Applier(object):
         with open(tmp, "w") as f:
             json.dump(self.plan, f, indent=1, sort_keys=True)
         os.rename(tmp, self.record)
-
-    def live_mounts(self):
-        """The container's mount table as seen from inside its mount namespace."""
-        if not self.exists():
-            return []
-        return _in_child(self._read_mounts_inside)
-
-    def _read_mounts_inside(self):
-        self.namespaces.enter()
-        return [dict(e, options=sorted(e["options"]), super_options=sorted(e["super_options"]))
-                for e in mountinfo.read()]
 
     def persistent_steps(self):
         """One line per step a persistent container filesystem keeps (host and root)."""

@@ -189,3 +189,18 @@ def test_bundle_from_runc_spec(tmp_path, rootfs):
     run_playbook(tmp_path, [{"name": "bundle", "fromscratch.containerfs.container": args}])
     assert not os.path.exists(os.path.join(args["run_dir"], "oci"))
     assert not os.path.exists(os.path.join(args["state_dir"], "containers", "oci"))
+
+
+def test_readonly_paths_keep_the_flags_of_their_filesystem(tmp_path, spec):
+    """A read-only path keeps nosuid/nodev/noexec of what it lies on (a bind remount sets
+    exactly the flags it is given): from the plan for sysfs, from mountinfo for a volume."""
+    os.makedirs(os.path.join(spec["volumes"][0]["source"], "sub"))
+    spec["volumes"][0].update(readonly=False, options=["nosuid", "nodev"])
+    spec["add_readonly_paths"] = ["/sys/kernel", "/data/sub"]
+    run_playbook(tmp_path, [task(spec)])
+    mounts = container_mounts(spec)
+    assert {"ro", "nosuid", "nodev", "noexec"} <= mounts["/sys/kernel"][1]
+    assert {"ro", "nosuid", "nodev"} <= mounts["/data/sub"][1]
+    assert "noexec" not in mounts["/data/sub"][1]
+    assert run_playbook(tmp_path, [task(spec)])[0]["changed"] is False
+    run_playbook(tmp_path, [task(spec, state="absent")])
