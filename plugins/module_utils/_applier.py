@@ -509,6 +509,16 @@ def _in_child(func):
     return result["ok"]
 
 
+def recorded_plan(state_dir, name):
+    """The plan a container was last set up from (its state dir keeps it), or None."""
+    path = os.path.join(state_dir, "containers", name, "plan.json")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (IOError, OSError, ValueError):
+        return None
+
+
 class Applier(object):
     """Converge or remove the persistent container filesystem of one plan."""
 
@@ -574,6 +584,25 @@ class Applier(object):
         with open(tmp, "w") as f:
             json.dump(self.plan, f, indent=1, sort_keys=True)
         os.rename(tmp, self.record)
+
+    def live_mounts(self):
+        """The container's mount table as seen from inside its mount namespace: one dict
+        per mount under its root (mount_point relative to it, fstype, source, options)."""
+        if not self.exists():
+            return []
+        return _in_child(self._mounts_inside)
+
+    def _mounts_inside(self):
+        self.namespaces.enter()
+        root = self.plan["paths"]["root"].rstrip("/")
+        out = []
+        for entry in mountinfo.read():
+            point = entry["mount_point"]
+            if point == root or point.startswith(root + "/"):
+                out.append({"mount_point": point[len(root):] or "/", "fstype": entry["fstype"],
+                            "source": entry["source"], "options": sorted(entry["options"]),
+                            "super_options": sorted(entry["super_options"])})
+        return out
 
     def persistent_steps(self):
         """One line per step a persistent container filesystem keeps (host and root)."""

@@ -68,6 +68,8 @@ DEFAULT_DEV_SYMLINKS = (
     {"path": "/dev/core", "target": "/proc/kcore", "if_exists": "/proc/kcore"},
 )
 
+DEFAULT_STATE_DIR = "/var/lib/containerfs"
+DEFAULT_RUN_DIR = "/run/containerfs"
 DEFAULT_NAMESPACES = ("pid", "net", "ipc", "uts", "mount")
 NAMESPACE_TYPES = ("mount", "uts", "ipc", "pid", "net", "cgroup")
 NAMESPACE_ALIASES = {"network": "net", "mnt": "mount"}
@@ -703,8 +705,8 @@ def load_spec(raw, base_dir=None):
     spec["readonly_paths"] = _check_paths(c, raw, "readonly_paths", "add_readonly_paths",
                                           RUNC_READONLY_PATHS)
     spec["process"] = _check_process(c, raw)
-    spec["state_dir"] = _check_host_dir(c, raw, "state_dir", "/var/lib/containerfs")
-    spec["run_dir"] = _check_host_dir(c, raw, "run_dir", "/run/containerfs")
+    spec["state_dir"] = _check_host_dir(c, raw, "state_dir", DEFAULT_STATE_DIR)
+    spec["run_dir"] = _check_host_dir(c, raw, "run_dir", DEFAULT_RUN_DIR)
     if not c.errors:
         _check_duplicate_targets(c, spec)
     if c.errors:

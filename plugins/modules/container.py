@@ -189,6 +189,13 @@ def load_raw_spec(module):
 
 
 def build_plan(module):
+    params = module.params
+    if not (params["spec"] or params["spec_file"] or params["bundle"]):
+        # by name only (state=absent): the plan it was set up from says where it all is
+        recorded = _applier.recorded_plan(params["state_dir"] or _spec.DEFAULT_STATE_DIR,
+                                          params["name"])
+        if recorded is not None:
+            return recorded
     raw, base_dir = load_raw_spec(module)
     for key in ("name", "state_dir", "run_dir"):
         if module.params[key]:

@@ -204,3 +204,29 @@ def test_readonly_paths_keep_the_flags_of_their_filesystem(tmp_path, spec):
     assert "noexec" not in mounts["/data/sub"][1]
     assert run_playbook(tmp_path, [task(spec)])[0]["changed"] is False
     run_playbook(tmp_path, [task(spec, state="absent")])
+
+
+def test_info_reports_mounts_and_drift_and_absent_by_name(tmp_path, spec):
+    """container_info: exists, the mount table from inside, drift; then absent by name
+    alone finds everything from the recorded plan."""
+    os.makedirs(spec["volumes"][0]["source"])
+    info_task = {"name": "info", "fromscratch.containerfs.container_info":
+                 {"name": "box", "state_dir": spec["state_dir"]}}
+    assert run_playbook(tmp_path, [info_task])[0]["exists"] is False
+    run_playbook(tmp_path, [task(spec)])
+    info = run_playbook(tmp_path, [info_task])[0]
+    assert info["changed"] is False and info["exists"] is True
+    points = {m["mount_point"]: m["fstype"] for m in info["container"]["mounts"]}
+    assert points["/"] == "overlay" and points["/dev"] == "tmpfs" and points["/data"]
+    assert info["container"]["drift"] == []
+    root = os.path.join(spec["run_dir"], "box", "rootfs")
+    inside(spec, "umount %s/dev/mqueue" % root)
+    drift = run_playbook(tmp_path, [info_task])[0]["container"]["drift"]
+    assert drift == ["mount mqueue mqueue on /dev/mqueue (nosuid,noexec,nodev)"]
+    assert "/dev/mqueue" not in container_mounts(spec), "info repairs nothing"
+    by_name = {"name": "absent", "fromscratch.containerfs.container":
+               {"name": "box", "state": "absent", "state_dir": spec["state_dir"]}}
+    assert run_playbook(tmp_path, [by_name])[0]["changed"] is True
+    assert host_mounts_under(spec["run_dir"]) == []
+    assert not os.path.exists(os.path.join(spec["run_dir"], "box"))
+    assert run_playbook(tmp_path, [info_task])[0]["exists"] is False
