@@ -331,6 +331,13 @@ class RootSteps(object):
         with open("/proc/sys/kernel/hostname", "w") as f:
             f.write(step["name"])
 
+    # -- working directory ---------------------------------------------------------
+    def check_workdir(self, step):
+        return os.path.isdir(self.target(step))
+
+    def do_workdir(self, step):
+        os.makedirs(self.target(step), 0o755)
+
     # -- read-only and masked paths ------------------------------------------------
     def check_readonly_path(self, step):
         target = self.target(step)

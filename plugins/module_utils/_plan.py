@@ -33,7 +33,7 @@ PLAN_VERSION = 1
 # Step kinds, in the order a reader meets them. Each back-end has one handler per kind.
 STEP_KINDS = (
     "unpack_layer", "write_file", "copy_file", "make_dir", "namespaces", "mount_rootfs", "mount", "cgroup",
-    "mknod", "symlink", "hostname", "readonly_path", "mask_path", "remount_root_readonly",
+    "mknod", "symlink", "hostname", "workdir", "readonly_path", "mask_path", "remount_root_readonly",
     "pivot_root", "root_propagation", "exec",
 )
 
@@ -275,6 +275,16 @@ def _devices(spec):
     return steps
 
 
+def _workdir(spec):
+    cwd = spec["process"]["cwd"]
+    if cwd == "/":
+        return []
+    # Made when missing, as runc does (an image's WorkingDir need not exist), and before the
+    # root turns read-only.
+    return [_step("workdir", "root", "the process's working directory, made when missing",
+                  path=cwd)]
+
+
 def _hostname(spec):
     if not spec["hostname"]:
         return []
@@ -352,6 +362,7 @@ def build_plan(spec):
     steps += _etc_binds(spec, paths)
     steps += _devices(spec)
     steps += _hostname(spec)
+    steps += _workdir(spec)
     steps += _harden(spec)
     steps += _readonly_root(spec)
     steps += _pivot(spec)
@@ -395,6 +406,7 @@ _DESCRIBERS = {
     "symlink": lambda s: "ln -s %s %s%s" % (s["target"], s["path"],
                                             " (if %s exists)" % s["if_exists"] if s["if_exists"] else ""),
     "hostname": lambda s: "hostname %s" % s["name"],
+    "workdir": lambda s: "mkdir -p %s (if missing)" % s["path"],
     "readonly_path": lambda s: "read-only %s (if it exists)" % s["path"],
     "mask_path": lambda s: "mask %s (if it exists)" % s["path"],
     "remount_root_readonly": lambda s: "remount / read-only",

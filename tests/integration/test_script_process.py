@@ -1,4 +1,5 @@
 """The container process: user, environment, arguments (quoted literally), cwd."""
+import os
 
 NASTY = [
     "with space",
@@ -70,3 +71,14 @@ def test_cwd(make_container):
     container = make_container(process={"cwd": "/etc", "args": ["pwd"]})
     result = container.run()
     assert result.rc == 0 and result.stdout == "/etc\n", result
+
+
+def test_missing_working_directory_is_made(make_container, copy_rootfs):
+    """An image's WorkingDir need not exist: it is made (runc does), root read-only or not."""
+    rootfs = copy_rootfs()
+    container = make_container(rootfs={"path": rootfs},
+                               process={"cwd": "/srv/app data", "args": ["sh", "-c", "pwd"]})
+    result = container.run()
+    assert result.rc == 0, result
+    assert result.stdout.strip() == "/srv/app data"
+    assert os.path.isdir(os.path.join(rootfs, "srv", "app data"))
