@@ -274,7 +274,8 @@ class RootSteps(object):
         if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
             run(["mount", "-t", "cgroup2", "-o", options, "cgroup2", target])
             return
-        run(["mount", "-t", "tmpfs", "-o", "nosuid,nodev,noexec,mode=755", "tmpfs", target])
+        tmpfs_options = ",".join(step["v1_tmpfs_options"])
+        run(["mount", "-t", "tmpfs", "-o", tmpfs_options, "tmpfs", target])
         for controllers, path in _v1_hierarchies():
             where = os.path.join(target, controllers.replace("name=", ""))
             os.mkdir(where, 0o755)
@@ -283,8 +284,8 @@ class RootSteps(object):
             else:
                 source = "/sys/fs/cgroup/%s%s" % (controllers.replace("name=", ""), path)
                 run(["mount", "--bind", "-o", "bind," + options, source, where])
-        if "ro" in step["options"]:
-            run(["mount", "-o", "remount,ro,nosuid,nodev,noexec", target])
+        if step["v1_tmpfs_readonly"]:
+            run(["mount", "-o", "remount,ro," + tmpfs_options, target])
 
     # -- devices -------------------------------------------------------------------
     def check_mknod(self, step):

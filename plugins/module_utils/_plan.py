@@ -37,6 +37,7 @@ STEP_KINDS = (
     "pivot_root", "root_propagation", "exec",
 )
 
+CGROUP_V1_TMPFS_OPTIONS = ("nosuid", "nodev", "noexec", "mode=755")
 MASK_DIR_OPTIONS = ("ro", "nosuid", "nodev", "noexec", "nr_blocks=1", "nr_inodes=1")
 
 
@@ -199,9 +200,13 @@ def _spec_mounts(spec):
     steps = []
     for mount in spec["mounts"]:
         if mount["type"] == "cgroup":
+            # On a v1 host: a tmpfs holds one mount per hierarchy (runc's mountCgroupV1),
+            # made read-only once they are in when the spec asks for ro (finalizeRootfs).
             steps.append(_step("cgroup", "root", "cgroup v2, or tmpfs plus v1 hierarchies; "
                                "chosen at run time from the host", target=mount["target"],
-                               options=list(mount["options"]), cgroupns=cgroupns))
+                               options=list(mount["options"]), cgroupns=cgroupns,
+                               v1_tmpfs_options=list(CGROUP_V1_TMPFS_OPTIONS),
+                               v1_tmpfs_readonly=mountopts.is_readonly(mount["options"])))
         else:
             steps.append(_mount_step(mount))
     return steps
