@@ -239,9 +239,7 @@ class RootSteps(object):
 
     def do_mount_rootfs(self, step):
         if step["kind"] == "overlay":
-            options = "lowerdir=%s,upperdir=%s,workdir=%s" % (
-                ":".join(step["lower"]), step["upper"], step["work"])
-            run(["mount", "-t", "overlay", "-o", options, "overlay", self.root])
+            run(["mount", "-t", "overlay", "-o", ",".join(step["options"]), "overlay", self.root])
         else:
             run(["mount", "--rbind", step["source"], self.root])
 

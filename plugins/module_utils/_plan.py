@@ -187,9 +187,12 @@ def _enter_namespaces(spec):
 def _rootfs(spec, paths):
     rootfs = spec["rootfs"]
     if rootfs["overlay"]:
+        lower = lower_dirs(rootfs)
         return [_step("mount_rootfs", "root", "overlay: writes go to the per-container upper dir",
-                      kind="overlay", target=paths["root"], lower=lower_dirs(rootfs),
-                      upper=paths["upper"], work=paths["work"])]
+                      kind="overlay", target=paths["root"], lower=lower,
+                      upper=paths["upper"], work=paths["work"],
+                      options=["lowerdir=" + ":".join(lower), "upperdir=" + paths["upper"],
+                               "workdir=" + paths["work"]])]
     return [_step("mount_rootfs", "root", "pivot_root needs the rootfs to be a mount point",
                   kind="bind", target=paths["root"], source=rootfs["path"])]
 
