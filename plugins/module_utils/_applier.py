@@ -591,6 +591,20 @@ class Applier(object):
             json.dump(self.plan, f, indent=1, sort_keys=True)
         os.rename(tmp, self.record)
 
+    def summary(self):
+        """Where the container lives: name, spec digest, root, namespace files, and the
+        nsenter command that enters them."""
+        files = self.namespaces.files()
+        flags = {"mnt": "mount"}
+        return {
+            "name": self.plan["name"],
+            "digest": self.plan["digest"],
+            "root": self.plan["paths"]["root"],
+            "namespaces": files,
+            "enter": "nsenter " + " ".join("--%s=%s" % (flags.get(kind, kind), path)
+                                           for kind, path in sorted(files.items())),
+        }
+
     def live_mounts(self):
         """The container's mount table as seen from inside its mount namespace: one dict
         per mount under its root (mount_point relative to it, fstype, source, options)."""

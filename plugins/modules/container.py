@@ -203,19 +203,6 @@ def build_plan(module):
     return _plan.build_plan(_image_spec.load(raw, base_dir=base_dir))
 
 
-def container_info(plan, applier):
-    files = applier.namespaces.files()
-    flags = {"mnt": "mount"}
-    return {
-        "name": plan["name"],
-        "digest": plan["digest"],
-        "root": plan["paths"]["root"],
-        "namespaces": files,
-        "enter": "nsenter " + " ".join("--%s=%s" % (flags.get(kind, kind), path)
-                                       for kind, path in sorted(files.items())),
-    }
-
-
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -254,7 +241,7 @@ def main():
 
     result = dict(changed=bool(actions), actions=actions)
     if module.params["state"] == "present":
-        result["container"] = container_info(plan, applier)
+        result["container"] = applier.summary()
     if module._diff:
         unchanged = [line for line in after if line not in actions]
         result["diff"] = {

@@ -76,6 +76,9 @@ container:
     namespaces:
       description: Namespace files, by kind.
       type: dict
+    enter:
+      description: A command that enters the container's namespaces.
+      type: str
     mounts:
       description: Its mount table from inside, mount points relative to its root.
       type: list
@@ -117,14 +120,8 @@ def main():
     if not applier.exists():
         module.exit_json(changed=False, exists=False)
     try:
-        container = {
-            "name": plan["name"],
-            "digest": plan["digest"],
-            "root": plan["paths"]["root"],
-            "namespaces": applier.namespaces.files(),
-            "mounts": applier.live_mounts(),
-            "drift": applier.converge(),
-        }
+        container = applier.summary()
+        container.update(mounts=applier.live_mounts(), drift=applier.converge())
     except _applier.ApplyError as exc:
         module.fail_json(msg="container %s: %s" % (plan["name"], exc), cmd=exc.cmd)
     module.exit_json(changed=False, exists=True, container=container)
