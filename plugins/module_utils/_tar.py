@@ -115,7 +115,9 @@ class TarReader(object):
         self.offset += n
         return self._buf[start:self._off]
 
-    def _skip(self, n):
+    def _spans(self, n):
+        """Consume the next n bytes of the stream; yield each run of them that is in the
+        buffer as (start, end) offsets into it, valid until the next iteration."""
         while n > 0:
             avail = len(self._buf) - self._off
             if avail <= 0:
@@ -123,30 +125,26 @@ class TarReader(object):
                     raise ImageInputError("%s: truncated tar stream at byte %d" % (
                         self.name, self.offset))
                 continue
+            start = self._off
             step = min(avail, n)
             self._off += step
             self.offset += step
             n -= step
+            yield start, start + step
+
+    def _skip(self, n):
+        for _span in self._spans(n):
+            pass
 
     def copy_to(self, fd, size):
         """Write the next `size` data bytes of the current entry to file descriptor fd."""
         write = os.write
-        while size > 0:
-            avail = len(self._buf) - self._off
-            if avail <= 0:
-                if not self._fill():
-                    raise ImageInputError("%s: truncated tar stream at byte %d" % (
-                        self.name, self.offset))
-                continue
-            step = min(avail, size)
-            view = memoryview(self._buf)[self._off:self._off + step]
+        for start, end in self._spans(size):
+            view = memoryview(self._buf)[start:end]
             while view:
                 done = write(fd, view)
                 view = view[done:]
-            self._off += step
-            self.offset += step
-            size -= step
-            self._pending -= step
+        self._pending -= size
 
     def drain(self):
         """Consume what is left of the stream (the hashes need every byte)."""

@@ -54,21 +54,27 @@ def write_bundle(bundle_dir, config, rootfs, state_dir):
     return bundle_dir
 
 
-def run_runc(bundle_dir, runc_root):
+def _run_oci(runtime, bundle_dir, state_root, wrapper=()):
+    """`RUNTIME run` the bundle in a private mount namespace (through `wrapper` argv, if
+    any); delete the container whatever happens; return its stdout."""
     cid = "cfs-parity-" + uuid.uuid4().hex[:12]
     try:
         proc = subprocess.run(
-            ["unshare", "--mount", "--propagation", "private",
-             "runc", "--root", runc_root, "run", "--bundle", bundle_dir, cid],
+            ["unshare", "--mount", "--propagation", "private"] + list(wrapper) +
+            [runtime, "--root", state_root, "run", "--bundle", bundle_dir, cid],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
             timeout=TIMEOUT, stdin=subprocess.DEVNULL, check=False)
     finally:
-        subprocess.run(["runc", "--root", runc_root, "delete", "-f", cid],
+        subprocess.run([runtime, "--root", state_root, "delete", "-f", cid],
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=TIMEOUT,
                        check=False)
     if proc.returncode != 0:
-        raise AssertionError("runc failed (%d): %s" % (proc.returncode, proc.stderr))
+        raise AssertionError("%s failed (%d): %s" % (runtime, proc.returncode, proc.stderr))
     return proc.stdout
+
+
+def run_runc(bundle_dir, runc_root):
+    return _run_oci("runc", bundle_dir, runc_root)
 
 
 # crun 1.8 refuses a hybrid host whose cgroup2 hierarchy has controllers ("cgroups in
@@ -78,20 +84,7 @@ CRUN_WRAPPER = ("if [ -e /sys/fs/cgroup/unified/cgroup.controllers ]; then "
 
 
 def run_crun(bundle_dir, crun_root):
-    cid = "cfs-parity-" + uuid.uuid4().hex[:12]
-    try:
-        proc = subprocess.run(
-            ["unshare", "--mount", "--propagation", "private", "sh", "-c", CRUN_WRAPPER, "sh",
-             "crun", "--root", crun_root, "run", "--bundle", bundle_dir, cid],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
-            timeout=TIMEOUT, stdin=subprocess.DEVNULL, check=False)
-    finally:
-        subprocess.run(["crun", "--root", crun_root, "delete", "-f", cid],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=TIMEOUT,
-                       check=False)
-    if proc.returncode != 0:
-        raise AssertionError("crun failed (%d): %s" % (proc.returncode, proc.stderr))
-    return proc.stdout
+    return _run_oci("crun", bundle_dir, crun_root, wrapper=("sh", "-c", CRUN_WRAPPER, "sh"))
 
 
 def run_script(bundle_dir, work_dir):
