@@ -201,13 +201,17 @@ class LayerApplier(object):
             st = os.lstat(path)
         except FileNotFoundError:
             return
+        self._remove(rel, path, st)
+        self.whiteouts.discard(rel)
+
+    def _remove(self, rel, path, st):
+        """Remove the tree or file at `path` (lstat `st`), and what we know of it."""
         if stat.S_ISDIR(st.st_mode):
             shutil.rmtree(path)
             self.dirs_ok = set(p for p in self.dirs_ok
                                if p != rel and not p.startswith(rel + "/"))
         else:
             os.unlink(path)
-        self.whiteouts.discard(rel)
 
     def _chown(self, target, uid, gid, follow=False):
         try:
@@ -407,12 +411,7 @@ class LayerApplier(object):
         except FileNotFoundError:
             return
         if rel not in self.upper:
-            if stat.S_ISDIR(st.st_mode):
-                shutil.rmtree(path)
-                self.dirs_ok = set(p for p in self.dirs_ok
-                                   if p != rel and not p.startswith(rel + "/"))
-            else:
-                os.unlink(path)
+            self._remove(rel, path, st)
         elif stat.S_ISDIR(st.st_mode):
             self._clear_lower_children(rel)
 

@@ -148,6 +148,16 @@ class _Checker:
                 good.append(item)
         return good
 
+    def items(self, path, value, allowed):
+        """Yield (field path, mapping) for each item of the list `value`, unknown keys
+        reported; report a `value` that is not a list and yield nothing."""
+        if not isinstance(value, list):
+            self.error(path, "must be a list, got %s" % _type_name(value))
+            return
+        for index, item in enumerate(value):
+            where = "%s[%d]" % (path, index)
+            yield where, self.fields(where, item, allowed)
+
     def path_field(self, where, item, key):
         """item[key] when it is there and a valid container path, else None (reported)."""
         if key not in item:
@@ -344,13 +354,8 @@ def _check_mounts(c, spec):
     raw = spec.get("mounts")
     if raw is None:
         return copy.deepcopy(list(RUNC_DEFAULT_MOUNTS))
-    if not isinstance(raw, list):
-        c.error("mounts", "must be a list, got %s" % _type_name(raw))
-        return []
     out = []
-    for index, item in enumerate(raw):
-        where = "mounts[%d]" % index
-        item = c.fields(where, item, MOUNT_FIELDS)
+    for where, item in c.items("mounts", raw, MOUNT_FIELDS):
         if c.path_field(where, item, "target") is None:
             continue
         options = c.string_list(where + ".options", item.get("options"))
@@ -391,14 +396,8 @@ VOLUME_FIELDS = ("type", "source", "target", "readonly", "recursive", "propagati
 
 
 def _check_volumes(c, spec, base_dir):
-    raw = spec.get("volumes") or []
-    if not isinstance(raw, list):
-        c.error("volumes", "must be a list, got %s" % _type_name(raw))
-        return []
     out = []
-    for index, item in enumerate(raw):
-        where = "volumes[%d]" % index
-        item = c.fields(where, item, VOLUME_FIELDS)
+    for where, item in c.items("volumes", spec.get("volumes") or [], VOLUME_FIELDS):
         kind = item.get("type", "bind" if "source" in item else "tmpfs")
         if kind not in ("bind", "tmpfs"):
             c.error(where + ".type", "must be 'bind' or 'tmpfs', got %r" % (kind,))
@@ -475,15 +474,9 @@ DEVICE_FIELDS = ("path", "type", "major", "minor", "mode", "uid", "gid")
 
 
 def _check_devices(c, spec):
-    raw = spec.get("devices") or []
-    if not isinstance(raw, list):
-        c.error("devices", "must be a list, got %s" % _type_name(raw))
-        raw = []
     by_path = dict((d["path"], dict(d, mode="0666", uid=0, gid=0)) for d in DEFAULT_DEVICES)
     seen = set()
-    for index, item in enumerate(raw):
-        where = "devices[%d]" % index
-        item = c.fields(where, item, DEVICE_FIELDS)
+    for where, item in c.items("devices", spec.get("devices") or [], DEVICE_FIELDS):
         if c.path_field(where, item, "path") is None:
             continue
         path = _clean(item["path"])
@@ -549,13 +542,8 @@ def _check_etc(c, spec):
     for key in ("hosts", "hostname", "resolv_conf"):
         if key in etc and c.typed("etc." + key, etc[key], (bool,), "a boolean"):
             out[key] = etc[key]
-    raw = etc.get("extra_hosts") or []
-    if not isinstance(raw, list):
-        c.error("etc.extra_hosts", "must be a list, got %s" % _type_name(raw))
-        raw = []
-    for index, item in enumerate(raw):
-        where = "etc.extra_hosts[%d]" % index
-        item = c.fields(where, item, ("address", "names"))
+    for where, item in c.items("etc.extra_hosts", etc.get("extra_hosts") or [],
+                               ("address", "names")):
         address = item.get("address")
         names = c.string_list(where + ".names", item.get("names"))
         if not c.typed(where + ".address", address, (str,), "an IP address") or \
