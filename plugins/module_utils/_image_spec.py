@@ -26,7 +26,8 @@ import re
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _blob
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _image_source
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image_errors import ImageError
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import DEFAULT_ENV, SpecError
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import (
+    DEFAULT_ENV, DEFAULT_STATE_DIR, SpecError)
 
 IMAGE_FIELDS = ("source", "format", "tag", "digest", "platform", "store", "resolved")
 
@@ -113,7 +114,7 @@ def _image_volumes(raw, targets):
         return
     taken = set(v.get("target", "").rstrip("/") for v in volumes if isinstance(v, dict))
     taken.update(m.get("target", "").rstrip("/") for m in raw.get("mounts") or [] if isinstance(m, dict))
-    state = raw.get("state_dir", "/var/lib/containerfs")
+    state = raw.get("state_dir", DEFAULT_STATE_DIR)
     for target in sorted(targets):
         clean = "/" + "/".join(p for p in target.split("/") if p)
         if clean in taken or clean == "/" or ".." in clean.split("/"):

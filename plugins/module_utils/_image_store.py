@@ -43,11 +43,12 @@ from ansible_collections.fromscratch.containerfs.plugins.module_utils._image_err
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image_errors import (  # noqa: F401 pylint: disable=unused-import
     ImageNotFoundError, LayerVerifyError,
 )
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import DEFAULT_STATE_DIR
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image_source import (
     FORMATS, layer_name, layer_opener, resolve,
 )
 
-DEFAULT_ROOT = "/var/lib/containerfs"
+DEFAULT_ROOT = DEFAULT_STATE_DIR  # the store is the state dir unless told otherwise
 RECORD_SCHEMA = 1
 # The argument spec of the image module, beside the model it feeds (the CLI reuses the
 # format list): options and their rules in one place.
@@ -60,7 +61,7 @@ IMAGE_ARGUMENT_SPEC = {
         "digest": {"type": "str"},
         "platform": {"type": "str"},
         "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
-        "store": {"type": "path", "default": "/var/lib/containerfs"},
+        "store": {"type": "path", "default": DEFAULT_ROOT},
         "keep_layers": {"type": "bool", "default": False},
         "flatten": {"type": "path"},
     },

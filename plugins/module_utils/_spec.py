@@ -279,7 +279,7 @@ def _check_rootfs(c, spec, base_dir):
     out = {"path": None, "image": None, "overlay": False, "readonly": True, "propagation": None}
     path = rootfs.get("path")
     if rootfs.get("image") is not None:
-        out["image"] = _check_image(c, rootfs["image"], spec.get("state_dir", "/var/lib/containerfs"))
+        out["image"] = _check_image(c, rootfs["image"], spec.get("state_dir", DEFAULT_STATE_DIR))
         out["overlay"] = True
         if path is not None:
             c.error("rootfs.path", "give either rootfs.path or rootfs.image, not both")

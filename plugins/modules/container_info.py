@@ -101,13 +101,14 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _applier
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import DEFAULT_STATE_DIR
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
             name=dict(type="str", required=True),
-            state_dir=dict(type="path", default="/var/lib/containerfs"),
+            state_dir=dict(type="path", default=DEFAULT_STATE_DIR),
         ),
         supports_check_mode=True,
     )
