@@ -79,6 +79,9 @@ def container_paths(spec):
         "state": state,
         "image_ref": image_ref,
         "run": run,
+        # One lock per container, taken by the script and the modules around set-up, start
+        # and removal; beside the run dir, which removal deletes.
+        "lock": os.path.join(spec["run_dir"], spec["name"] + ".lock"),
         "upper": os.path.join(state, "upper") if overlay else None,
         "work": os.path.join(state, "work") if overlay else None,
         "root": os.path.join(run, "rootfs") if overlay else spec["rootfs"]["path"],
@@ -108,16 +111,10 @@ def _image_layers(spec, paths):
     if image is None or image["resolved"].get("rootfs"):
         return []
     resolved = image["resolved"]
+    # The reference first: the store's garbage collection keeps the layers a container
+    # lists (its own containers/<name>/image.json, or a file in <store>/refs/ for a store
+    # of its own), so a collection running while these layers unpack cannot take them.
     steps = []
-    for layer in resolved["layers"]:
-        steps.append(_step(
-            "unpack_layer", "host", "image layer: verify digest and diff_id, unpack once, "
-            "whiteouts as overlayfs wants them", source=image["source"], format=resolved["format"],
-            blob=layer["path"], digest=layer["digest"], size=layer["size"],
-            diff_id=layer["diff_id"], compression=layer["compression"] or "",
-            media_type=layer.get("media_type"), dest=layer_dir(image["store"], layer["diff_id"])))
-    # The store's garbage collection keeps the layers a container lists here: its own
-    # containers/<name>/image.json, or a file in <store>/refs/ for a store of its own.
     if os.path.dirname(paths["image_ref"]) != paths["state"]:
         steps.append(_step("make_dir", "host", "references into a store of its own",
                            path=os.path.dirname(paths["image_ref"]), mode="0755"))
@@ -125,6 +122,13 @@ def _image_layers(spec, paths):
                        "store's garbage collection)", path=paths["image_ref"],
                        content=json.dumps({"layers": [l["diff_id"] for l in resolved["layers"]]},
                                           sort_keys=True) + "\n", mode="0644"))
+    for layer in resolved["layers"]:
+        steps.append(_step(
+            "unpack_layer", "host", "image layer: verify digest and diff_id, unpack once, "
+            "whiteouts as overlayfs wants them", source=image["source"], format=resolved["format"],
+            blob=layer["path"], digest=layer["digest"], size=layer["size"],
+            diff_id=layer["diff_id"], compression=layer["compression"] or "",
+            media_type=layer.get("media_type"), dest=layer_dir(image["store"], layer["diff_id"])))
     return steps
 
 
