@@ -303,7 +303,7 @@ def resolve_docker_archive(fs, tag=None, digest=None, platform=None):
     config = _parse_json(data, fs, "config", cfg_rel)
     config_digest = "sha256:" + hashlib.sha256(data).hexdigest()
     named = os.path.basename(cfg_rel).split(".")[0]
-    if re.match(r"^[0-9a-f]{64}$", named) and "sha256:" + named != config_digest:
+    if re.fullmatch(r"[0-9a-f]{64}", named) and "sha256:" + named != config_digest:
         raise LayerVerifyError("%s: config %s: digest mismatch (the file is %s)" % (
             fs.path, cfg_rel, config_digest))
     diff_ids = ((config.get("rootfs") or {}).get("diff_ids")) or []
@@ -318,7 +318,7 @@ def resolve_docker_archive(fs, tag=None, digest=None, platform=None):
         if not fs.exists(rel):
             raise ImageInputError("%s: layer %r is missing from the archive" % (fs.path, rel))
         blob_digest = size = None
-        m = re.match(r"^blobs/(sha256|sha512)/([0-9a-f]+)$", clean_rel(rel, fs.path))
+        m = re.fullmatch(r"blobs/(sha256|sha512)/([0-9a-f]+)", clean_rel(rel, fs.path))
         if m:
             blob_digest = "%s:%s" % m.groups()
         src = sources.get(diff_id) or {}

@@ -33,6 +33,7 @@ import os
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _mountopts as mountopts
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _plan as plan_mod
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _spec as spec_mod
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _spec_file
 
 OCI_VERSION = "1.0.2"
 ANNOTATION = "fromscratch.containerfs.spec"
@@ -90,6 +91,27 @@ class _Importer:
         else:
             self.errors.append((path, message))
 
+    def text(self, path, value, refuse="", free=False):
+        """`value` when it is a string its place allows (as _spec.bad_char), else None
+        (reported): config.json text reaches the spec only through here or load_spec."""
+        if not isinstance(value, str):
+            self.errors.append((path, "must be a string, got %s" % spec_mod._type_name(value)))
+            return None
+        bad = spec_mod.bad_char(value, refuse, free)
+        if bad is not None:
+            self.errors.append((path, "must not contain %r, got %r" % (bad, value)))
+            return None
+        return value
+
+    def listed(self, path, value):
+        """`value` as a list (null is empty); anything else is reported."""
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.errors.append((path, "must be an array, got %s" % spec_mod._type_name(value)))
+            return []
+        return value
+
     def fields(self, path, value):
         """Return `value` as a dict; report every key neither read nor ignored."""
         if value is None:
@@ -98,7 +120,7 @@ class _Importer:
             self.errors.append((path or "(config)", "must be an object"))
             return {}
         for key in value:
-            where = "%s.%s" % (path, key) if path else key
+            where = "%s.%s" % (path, spec_mod.key_text(key)) if path else spec_mod.key_text(key)
             if key in READ.get(path, ()):
                 continue
             if key in IGNORED.get(path, ()):
@@ -122,10 +144,10 @@ def import_config(config, bundle_dir, lenient=False, name=None):
     ours = _annotation(imp, top.get("annotations"))
     raw = {"name": name or ours.get("name") or _name_from(bundle_dir)}
     linux = imp.fields("linux", top.get("linux"))
-    raw["namespaces"] = _import_namespaces(imp, linux.get("namespaces") or [])
+    raw["namespaces"] = _import_namespaces(imp, imp.listed("linux.namespaces", linux.get("namespaces")))
     raw["hostname"] = top.get("hostname") or None
     raw["rootfs"] = _import_root(imp, top.get("root"), linux, bundle_dir)
-    mounts, volumes, etc = _import_mounts(imp, top.get("mounts") or [], ours, bundle_dir)
+    mounts, volumes, etc = _import_mounts(imp, imp.listed("mounts", top.get("mounts")), ours, bundle_dir)
     if mounts != _default_mounts():
         raw["mounts"] = mounts
     if volumes:
@@ -134,7 +156,7 @@ def import_config(config, bundle_dir, lenient=False, name=None):
     for key in ("dns", "state_dir", "run_dir"):
         if ours.get(key) and (key != "dns" or any(ours[key].values())):
             raw[key] = ours[key]
-    devices = _import_devices(imp, linux.get("devices") or [])
+    devices = _import_devices(imp, imp.listed("linux.devices", linux.get("devices")))
     if devices:
         raw["devices"] = devices
     for key, oci, default in (("masked_paths", "maskedPaths", spec_mod.RUNC_MASKED_PATHS),
@@ -143,6 +165,7 @@ def import_config(config, bundle_dir, lenient=False, name=None):
         if list(paths) != list(default):
             raw[key] = paths
     raw["process"] = _import_process(imp, top.get("process"))
+    _check_texts(imp, top)
     if imp.errors:
         raise spec_mod.SpecError(imp.errors)
     warnings = list(imp.warnings)
@@ -152,42 +175,111 @@ def import_config(config, bundle_dir, lenient=False, name=None):
     return raw, warnings
 
 
+def _absolute(value):
+    return None if value.startswith("/") else "must be an absolute path, got %r" % value
+
+
+def _one_of(words):
+    return lambda value: None if value in words else "must be one of %s, got %r" % (", ".join(words), value)
+
+
+# The strings of config.json copied into the spec, by where they are ("[]": every item):
+# free text (a process argument or environment entry: no NUL only) or not, and what else
+# the value must be, so that an error names the config.json field (load_spec checks all
+# again, naming the spec's). Mounts and root.path are checked where they are read.
+CONFIG_TEXTS = (
+    ("hostname", False, None), ("process.cwd", False, None), ("process.args[]", True, None),
+    ("process.env[]", True, None),
+    ("linux.rootfsPropagation", False, _one_of(spec_mod.ROOT_PROPAGATIONS)),
+    ("linux.maskedPaths[]", False, _absolute), ("linux.readonlyPaths[]", False, _absolute),
+    ("linux.namespaces[].type", False, None), ("linux.namespaces[].path", False, _absolute),
+    ("linux.devices[].path", False, _absolute),
+    ("linux.devices[].type", False, _one_of(("c", "b", "p", "u"))),
+)
+
+
+def _check_texts(imp, config):
+    for spec, free, valid in CONFIG_TEXTS:
+        for where, value in _values_at(config, spec.split("."), ""):
+            if not isinstance(value, str) or imp.text(where, value, free=free) is None:
+                continue
+            problem = valid(value) if valid else None
+            if problem:
+                imp.errors.append((where, problem))
+
+
+def _values_at(value, keys, where):
+    """(field path, value) for each value at the dotted `keys` under `value`."""
+    if not keys:
+        yield where, value
+        return
+    key, each = keys[0].rstrip("[]"), keys[0].endswith("[]")
+    child = value.get(key) if isinstance(value, dict) else None
+    where = "%s.%s" % (where, key) if where else key
+    if not each:
+        for found in _values_at(child, keys[1:], where):
+            yield found
+    elif isinstance(child, list):
+        for index, item in enumerate(child):
+            for found in _values_at(item, keys[1:], "%s[%d]" % (where, index)):
+                yield found
+
+
 def spec_from_bundle(bundle_dir, lenient=False):
     """Read BUNDLE/config.json as `runc run --bundle` does; return (raw spec, warnings)."""
     path = os.path.join(bundle_dir, "config.json")
     try:
-        with open(path) as f:
-            config = json.load(f)
+        with open(path, "rb") as f:
+            data = f.read()
     except (OSError, IOError) as exc:
         raise spec_mod.SpecError([("", "cannot read %s: %s" % (path, exc.strerror))])
-    except ValueError as exc:
-        raise spec_mod.SpecError([("", "%s is not valid JSON: %s" % (path, exc))])
+    config = _spec_file.load_json(data, path)
     return import_config(config, os.path.abspath(bundle_dir), lenient=lenient)
 
 
 def _name_from(bundle_dir):
     base = os.path.basename(os.path.abspath(bundle_dir).rstrip("/")) or "container"
-    name = "".join(ch if ch.isalnum() or ch in "_.-" else "-" for ch in base).lstrip("_.-")
+    name = "".join(ch if ch in NAME_CHARS else "-" for ch in base).lstrip("_.-")
     return name[:128] or "container"
+
+
+NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+
+# Our annotation's fields and the type each must have (load_spec checks their contents).
+ANNOTATION_TYPES = {"name": str, "dns": dict, "state_dir": str, "run_dir": str, "etc": dict,
+                    "mounts": int}
 
 
 def _annotation(imp, annotations):
     if not isinstance(annotations, dict) or ANNOTATION not in annotations:
         return {}
+    where = "annotations.%s" % ANNOTATION
     try:
-        ours = json.loads(annotations[ANNOTATION])
-    except (TypeError, ValueError):
-        imp.errors.append(("annotations.%s" % ANNOTATION, "must be a JSON object"))
+        ours = _spec_file.load_json(annotations[ANNOTATION], where)
+    except spec_mod.SpecError as exc:
+        imp.errors.extend((where, message) for _path, message in exc.errors)
         return {}
-    return ours if isinstance(ours, dict) else {}
+    except TypeError:
+        ours = None
+    if not isinstance(ours, dict):
+        imp.errors.append((where, "must be a JSON object"))
+        return {}
+    bad = [key for key, value in ours.items() if ANNOTATION_TYPES.get(key) is None
+           or isinstance(value, bool) or not isinstance(value, ANNOTATION_TYPES[key])]
+    for key in bad:
+        imp.errors.append(("%s.%s" % (where, spec_mod.key_text(key)), "unknown field or wrong type"))
+    return {} if bad else ours
 
 
 def _import_root(imp, root, linux, bundle_dir):
     root = imp.fields("root", root)
     if not root.get("path"):
         imp.errors.append(("root.path", "is required"))
-    path = os.path.join(bundle_dir, root.get("path") or "")
-    out = {"path": os.path.normpath(path), "readonly": bool(root.get("readonly", False))}
+    path = imp.text("root.path", root.get("path") or "")
+    out = {"path": os.path.normpath(os.path.join(bundle_dir, path or "")),
+           "readonly": root.get("readonly", False)}
+    if not isinstance(out["readonly"], bool):
+        imp.errors.append(("root.readonly", "must be a boolean"))
     if linux.get("rootfsPropagation"):
         out["propagation"] = linux["rootfsPropagation"]
     return out
@@ -198,7 +290,7 @@ def _import_namespaces(imp, namespaces):
     for index, item in enumerate(namespaces):
         where = "linux.namespaces[%d]" % index
         kind = item.get("type") if isinstance(item, dict) else None
-        if kind not in NAMESPACES_FROM_OCI:
+        if not isinstance(kind, str) or kind not in NAMESPACES_FROM_OCI:
             imp.unsupported(where + ".type", "namespace %r is not supported (supported: %s)"
                             % (kind, ", ".join(sorted(NAMESPACES_FROM_OCI))))
             continue
@@ -221,8 +313,14 @@ def _import_process(imp, process):
     if user.get("additionalGids"):
         imp.unsupported("process.user.additionalGids",
                         UNSUPPORTED_WHY["process.user.additionalGids"])
-    if user.get("uid") or user.get("gid"):
-        out["user"] = "%s:%s" % (user.get("uid", 0), user.get("gid", 0))
+    ids = [user.get(key, 0) for key in ("uid", "gid")]
+    for key, value in zip(("uid", "gid"), ids):
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= spec_mod.MAX_ID:
+            imp.errors.append(("process.user." + key, "must be an integer from 0 to %d, got %r"
+                               % (spec_mod.MAX_ID, value)))
+            return out
+    if any(ids):
+        out["user"] = "%d:%d" % tuple(ids)
     return out
 
 
@@ -239,7 +337,7 @@ def _import_devices(imp, devices):
                 device["mode"] = "%04o" % (item[key] & 0o7777) if isinstance(item[key], int) \
                     else item[key]
             else:
-                imp.unsupported("%s.%s" % (where, key), "not supported by containerfs")
+                imp.unsupported("%s.%s" % (where, spec_mod.key_text(key)), "not supported by containerfs")
         if device.get("path") == "/dev/ptmx":
             imp.warnings.append("%s: /dev/ptmx is always a symlink to pts/ptmx (as runc does); "
                                 "entry skipped" % where)
@@ -288,7 +386,7 @@ def _import_mounts(imp, oci_mounts, ours, bundle_dir):
         else:
             break
     count = ours.get("mounts")
-    if not isinstance(count, int) or count > len(entries) or \
+    if not isinstance(count, int) or not 0 <= count <= len(entries) or \
             not all(_as_volume(e) for e in entries[count:]):
         count = len(entries)
         while count and _as_volume(entries[count - 1]):
@@ -303,10 +401,13 @@ def _import_mount(imp, where, item, bundle_dir):
     ok = True
     for key in item:
         if key not in ("destination", "type", "source", "options"):
-            imp.unsupported("%s.%s" % (where, key), "not supported by containerfs")
+            imp.unsupported("%s.%s" % (where, spec_mod.key_text(key)), "not supported by containerfs")
     options = []
-    for index, word in enumerate(item.get("options") or []):
-        if word in mountopts.RUNTIME_WORDS:
+    for index, word in enumerate(imp.listed(where + ".options", item.get("options"))):
+        word = imp.text("%s.options[%d]" % (where, index), word, refuse=spec_mod.OPTION_WORD_REFUSED)
+        if word is None:
+            ok = False
+        elif word in mountopts.RUNTIME_WORDS:
             imp.unsupported("%s.options[%d]" % (where, index),
                             "option %r is not supported by containerfs" % word)
         else:
@@ -314,17 +415,17 @@ def _import_mount(imp, where, item, bundle_dir):
     kind = item.get("type") or ("bind" if mountopts.is_bind(options) else None)
     if mountopts.is_bind(options) and kind == "none":
         kind = "bind"
-    if kind not in mountopts.FILESYSTEM_TYPES:
+    if not isinstance(kind, str) or kind not in mountopts.FILESYSTEM_TYPES:
         imp.unsupported(where + ".type", "mount type %r is not supported (supported: %s)"
                         % (kind, ", ".join(mountopts.FILESYSTEM_TYPES)))
         ok = False
-    if not str(item.get("destination", "")).startswith("/"):
-        imp.errors.append((where + ".destination", "must be an absolute path, got %r"
-                           % (item.get("destination"),)))
+    destination = imp.text(where + ".destination", item.get("destination"))
+    if destination is not None and not destination.startswith("/"):
+        imp.errors.append((where + ".destination", "must be an absolute path, got %r" % destination))
         ok = False
-    if not ok:
+    source = imp.text(where + ".source", item.get("source", kind))
+    if not ok or destination is None or source is None:
         return None
-    source = item.get("source", kind)
     if kind == "bind" and isinstance(source, str) and not source.startswith("/"):
         source = os.path.normpath(os.path.join(bundle_dir, source))  # as runc: bundle-relative
     return {"target": item["destination"], "type": kind, "source": source, "options": options}

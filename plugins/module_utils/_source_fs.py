@@ -132,8 +132,8 @@ class TarSource(object):
         self.tar.close()
 
 
-_ARCHIVE_TOP = re.compile(r"^(blobs|index\.json|oci-layout|manifest\.json|repositories|"
-                          r"[0-9a-f]{64}(\.json)?)$")
+_ARCHIVE_TOP = re.compile(r"(blobs|index\.json|oci-layout|manifest\.json|repositories|"
+                          r"[0-9a-f]{64}(\.json)?)")
 
 
 def detect_format(source):
@@ -161,7 +161,7 @@ def detect_format(source):
                 parts = [p for p in m.name.split("/") if p not in ("", ".")]
                 if not parts:
                     continue
-                if not _ARCHIVE_TOP.match(parts[0]):
+                if not _ARCHIVE_TOP.fullmatch(parts[0]):
                     return "tarball"   # a root filesystem entry: stop reading early
                 seen.add(parts[0])
     except tarfile.TarError as exc:
