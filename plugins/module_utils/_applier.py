@@ -24,11 +24,13 @@ __metaclass__ = type
 import ctypes
 import json
 import os
-import shutil
 import stat
 import subprocess
 
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _hostfs
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _mountinfo as mountinfo
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _plan
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _spec
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._plan import describe_step
 
 NS_FILES = {"mount": "mnt", "uts": "uts", "ipc": "ipc", "net": "net", "cgroup": "cgroup"}
@@ -37,6 +39,9 @@ CLONE_FLAGS = {"mnt": 0x00020000, "uts": 0x04000000, "ipc": 0x08000000, "net": 0
 # setns order: the mount namespace last, once the others no longer need host paths.
 SETNS_ORDER = ("cgroup", "ipc", "uts", "net", "mnt")
 MAX_SYMLINKS = 40
+# The host paths of a container, as container_paths() computes them, that a recorded plan
+# must hold before anything is read from or removed under them.
+RECORDED_PATHS = ("state", "run", "root", "upper", "work", "etc", "image_ref", "lock")
 
 
 class ApplyError(Exception):
@@ -65,6 +70,42 @@ def run(cmd):
 
 
 # ---------------------------------------------------------------------------------------
+# Names and host dirs: checked before any path is built from them
+# ---------------------------------------------------------------------------------------
+
+def check_name(name):
+    """A container name as the spec allows it (the whole string: no '/', no newline)."""
+    if not isinstance(name, str) or not _spec.NAME_RE.fullmatch(name):
+        raise ApplyError("invalid container name %r: it must match %s" % (name, _spec.NAME_RE.pattern))
+    return name
+
+
+def check_host_dir(path, what):
+    """An absolute host directory path without control characters."""
+    if not isinstance(path, str) or not os.path.isabs(path):
+        raise ApplyError("%s must be an absolute path, got %r" % (what, path))
+    if any(ord(c) < 32 or ord(c) == 127 for c in path):
+        raise ApplyError("%s must not hold control characters, got %r" % (what, path))
+    return os.path.normpath(path)
+
+
+def _os_error_text(exc):
+    if isinstance(exc, _hostfs.UnsafePathError) or not exc.filename:
+        return str(exc)
+    return "%s: %s" % (exc.filename, exc.strerror or exc)
+
+
+def _within(path, base):
+    return path == base or path.startswith(base.rstrip("/") + "/")
+
+
+def _canonical(path, base):
+    """`path` with the user-given `base` it lies under canonicalised (realpath: how
+    mountinfo shows it); our own components below it stay as they are."""
+    return os.path.normpath(os.path.join(os.path.realpath(base), os.path.relpath(path, base)))
+
+
+# ---------------------------------------------------------------------------------------
 # Paths inside the container root
 # ---------------------------------------------------------------------------------------
 
@@ -87,7 +128,7 @@ def resolve_in_root(root, path, nofollow=False):
         if os.path.islink(candidate):
             if nofollow:
                 raise ApplyError("%s is a symlink; refusing to mount through it"
-                                 % "/" + "/".join(done + [part]), step=path)
+                                 % ("/" + "/".join(done + [part])), step=path)
             hops += 1
             if hops > MAX_SYMLINKS:
                 raise ApplyError("too many levels of symbolic links", step=path)
@@ -121,8 +162,11 @@ def setns(path, kind):
 class Namespaces(object):
     """The pinned namespaces of one container under <run>/ns/."""
 
-    def __init__(self, plan):
-        self.run_dir = plan["paths"]["run"]
+    def __init__(self, plan, run_dir=None, run_base=None):
+        # run_dir: canonical (as mountinfo shows it); run_base: the run_dir the user gave,
+        # below which every component is ours.
+        self.run_dir = run_dir or plan["paths"]["run"]
+        self.run_base = run_base or os.path.dirname(self.run_dir)
         self.dir = os.path.join(self.run_dir, "ns")
         step = [s for s in plan["steps"] if s["op"] == "namespaces"][0]
         self.wanted = [n for n in step["namespaces"] if n["type"] in NS_FILES]
@@ -144,8 +188,7 @@ class Namespaces(object):
 
     def create(self):
         """Pin fresh namespaces: nsfs bind mounts need a private mount to live on."""
-        if not os.path.isdir(self.dir):
-            os.makedirs(self.dir, 0o700)
+        _hostfs.make_dirs(self.dir, 0o700, trusted=self.run_base)
         host = mountinfo.read()
         if not mountinfo.top_mount(host, self.dir):
             run(["mount", "--bind", self.dir, self.dir])
@@ -154,7 +197,7 @@ class Namespaces(object):
         for kind in fresh:
             path = os.path.join(self.dir, NS_FILES[kind])
             if not os.path.exists(path):
-                open(path, "a").close()
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
         # The kernel refuses (EINVAL) to bind a mount namespace that does not look newer
         # than the caller's; on recent kernels the ids are not ordered across CPUs, so a
         # fresh namespace made on another CPU can be refused. Try again, on each CPU.
@@ -201,8 +244,7 @@ class Namespaces(object):
     def remove(self):
         """Unpin the namespaces and remove the run dir."""
         self.unpin()
-        if os.path.isdir(self.run_dir):
-            shutil.rmtree(self.run_dir)
+        _hostfs.remove_tree(self.run_dir)
 
     def enter(self):
         """Move the calling (single-threaded, forked) process into the namespaces."""
@@ -438,53 +480,6 @@ def _v1_hierarchies():
 # Host files and the whole converge
 # ---------------------------------------------------------------------------------------
 
-def _host_step_done(step):
-    if step["op"] == "make_dir":
-        return os.path.isdir(step["path"])
-    if step["op"] == "unpack_layer":
-        return os.path.isdir(step["dest"]) and os.path.isfile(step["dest"] + ".json")
-    content = step.get("content")
-    if step["op"] == "copy_file":
-        with open(step["source"]) as f:
-            content = f.read()
-    try:
-        with open(step["path"]) as f:
-            return f.read() == content
-    except (IOError, OSError):
-        return False
-
-
-def _do_host_step(step):
-    if step["op"] == "make_dir":
-        os.makedirs(step["path"], int(step["mode"], 8))
-        return
-    if step["op"] == "unpack_layer":
-        _unpack_layer(step)
-        return
-    content = step.get("content")
-    if step["op"] == "copy_file":
-        with open(step["source"]) as f:
-            content = f.read()
-    tmp = step["path"] + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(content)
-    os.chmod(tmp, int(step["mode"], 8))
-    os.rename(tmp, step["path"])
-
-
-def _unpack_layer(step):
-    """Verify and unpack one image layer into the shared store (the image module's code)."""
-    from ansible_collections.fromscratch.containerfs.plugins.module_utils import _image_store
-    store_root = os.path.dirname(os.path.dirname(os.path.dirname(step["dest"])))
-    try:
-        _image_store.ImageStore(store_root).add_layer(
-            step["source"], step["format"], step["blob"], digest=step["digest"],
-            size=step["size"], diff_id=step["diff_id"], compression=step["compression"] or None,
-            media_type=step.get("media_type"))
-    except _image_store.ImageError as exc:
-        raise ApplyError(str(exc), step=describe_step(step))
-
-
 def _root_steps(plan):
     return [s for s in plan["steps"] if s["phase"] == "root" and not s["at_start"]]
 
@@ -515,14 +510,78 @@ def _in_child(func):
     return result["ok"]
 
 
-def recorded_plan(state_dir, name):
-    """The plan a container was last set up from (its state dir keeps it), or None."""
-    path = os.path.join(state_dir, "containers", name, "plan.json")
+def recorded_plan(state_dir, name, run_dir=None):
+    """The plan a container was last set up from (its state dir keeps it), or None.
+
+    `name`, `state_dir` and `run_dir` (None: the recorded one) are checked first; the plan
+    read is refused unless its name and paths are those container_paths() gives for them,
+    so nothing it names outside them is ever read or removed."""
+    check_name(name)
+    state_dir = check_host_dir(state_dir, "state_dir")
+    if run_dir is not None:
+        run_dir = check_host_dir(run_dir, "run_dir")
+    state = os.path.join(state_dir, "containers", name)
+    path = os.path.join(state, "plan.json")
     try:
-        with open(path) as f:
-            return json.load(f)
-    except (IOError, OSError, ValueError):
+        if _hostfs.make_dirs(state, trusted=state_dir, create=False):
+            return None
+        plan = json.loads(_hostfs.read_file(path))
+    except FileNotFoundError:
         return None
+    except (OSError, ValueError) as exc:
+        raise ApplyError("cannot read the recorded plan %s: %s" % (path, exc))
+    _check_recorded(plan, name, state_dir, run_dir, path)
+    return plan
+
+
+def _check_recorded(plan, name, state_dir, run_dir, source):
+    """Refuse a recorded plan whose name or paths are not where they must be."""
+    def refuse(why):
+        raise ApplyError("the recorded plan %s %s; refusing to use it (inspect that file, or "
+                         "remove it by hand)" % (source, why))
+
+    paths = plan.get("paths") if isinstance(plan, dict) else None
+    if not isinstance(paths, dict) or not isinstance(plan.get("steps"), list):
+        refuse("is not a plan")
+    if plan.get("name") != name:
+        refuse("is for container %r, not %r" % (plan.get("name"), name))
+    for key in RECORDED_PATHS:
+        if paths.get(key) is not None and not isinstance(paths[key], str):
+            refuse("has a paths.%s that is not a string" % key)
+    if run_dir is None:
+        try:
+            run_dir = check_host_dir(os.path.dirname(paths.get("run") or ""), "its run dir")
+        except ApplyError as exc:
+            refuse(str(exc))
+    want = _expected_paths(name, state_dir, run_dir, paths)
+    paths.setdefault("lock", want["lock"])  # plans recorded before the lock existed
+    for key in RECORDED_PATHS:
+        got = paths.get(key)
+        if (got and os.path.normpath(got)) != want[key]:
+            refuse("has paths.%s = %r where %r was expected" % (key, got, want[key]))
+    if not [s for s in plan["steps"] if isinstance(s, dict) and s.get("op") == "namespaces"]:
+        refuse("has no namespaces step")
+
+
+def _expected_paths(name, state_dir, run_dir, recorded):
+    """container_paths() for a name, state and run dir, with what a plan may choose
+    itself: the rootfs of a container without overlay, and the store its reference is in."""
+    state = os.path.join(state_dir, "containers", name)
+    ref = recorded.get("image_ref")
+    store = state_dir
+    if ref and os.path.dirname(os.path.normpath(ref)) != state:
+        store = os.path.dirname(os.path.dirname(os.path.normpath(ref)))
+    overlay = recorded.get("upper") is not None
+    root = recorded.get("root")
+    if not overlay:
+        try:
+            root = check_host_dir(root, "its rootfs")
+        except ApplyError:
+            root = None  # so refused below
+    spec = {"name": name, "state_dir": state_dir, "run_dir": run_dir,
+            "rootfs": {"overlay": overlay, "path": root, "image": {"store": store} if ref else None}}
+    want = _plan.container_paths(spec)
+    return dict((k, v and os.path.normpath(v)) for k, v in want.items())
 
 
 class Applier(object):
@@ -531,14 +590,30 @@ class Applier(object):
     def __init__(self, plan, check_mode=False):
         self.plan = plan
         self.check_mode = check_mode
-        self.namespaces = Namespaces(plan)
-        self.record = os.path.join(plan["paths"]["state"], "plan.json")
+        paths = plan["paths"]
+        # The bases the user gave, below which every component is ours; and the paths we
+        # compare with mountinfo, canonicalised once (a run dir under /var/run -> /run).
+        self.state_base = os.path.dirname(os.path.dirname(paths["state"]))
+        self.run_base = os.path.dirname(paths["run"])
+        self.bases = [self.state_base, self.run_base]
+        if paths.get("image_ref") and os.path.dirname(paths["image_ref"]) != paths["state"]:
+            self.bases.append(os.path.dirname(os.path.dirname(paths["image_ref"])))
+        run_dir = _canonical(paths["run"], self.run_base)
+        self.root = (_canonical(paths["root"], self.run_base) if _within(paths["root"], paths["run"])
+                     else os.path.realpath(paths["root"]))
+        self.namespaces = Namespaces(plan, run_dir, os.path.realpath(self.run_base))
+        self.record = os.path.join(paths["state"], "plan.json")
+
+    def locked(self, timeout, shared=False):
+        """The per-container lock (the script takes the same file with flock(1))."""
+        lock = self.plan["paths"]["lock"]
+        _hostfs.make_dirs(os.path.dirname(lock), 0o755)
+        return _hostfs.locked(lock, timeout, shared=shared, what="container %s" % self.plan["name"])
 
     def recorded_digest(self):
         try:
-            with open(self.record) as f:
-                return json.load(f).get("digest")
-        except (IOError, OSError, ValueError):
+            return json.loads(_hostfs.read_file(self.record)).get("digest")
+        except (IOError, OSError, ValueError, AttributeError):
             return None
 
     def exists(self):
@@ -547,12 +622,7 @@ class Applier(object):
     def converge(self):
         """Make the container filesystem match the plan; return the steps done (or that
         would be done in check mode), each described in one line."""
-        done = []
-        for step in [s for s in self.plan["steps"] if s["phase"] == "host" and s["op"] != "namespaces"]:
-            if not _host_step_done(step):
-                done.append(describe_step(step))
-                if not self.check_mode:
-                    _do_host_step(step)
+        done = self._converge_host()
         fresh = not self.exists() or self.recorded_digest() != self.plan["digest"]
         if fresh:
             done.append("pin fresh namespaces in %s" % self.namespaces.dir)
@@ -565,9 +635,78 @@ class Applier(object):
             self._write_record()
         return done
 
+    # -- host steps: files and dirs in the state, run and store dirs ----------------
+    def _converge_host(self):
+        done = []
+        layer_index = 0
+        for step in [s for s in self.plan["steps"] if s["phase"] == "host" and s["op"] != "namespaces"]:
+            try:
+                if step["op"] == "unpack_layer":
+                    changed = self._unpack_layer(step, layer_index)
+                    layer_index += 1
+                else:
+                    changed = not self._host_step_done(step)
+                    if changed and not self.check_mode:
+                        self._do_host_step(step)
+            except (OSError, IOError) as exc:
+                raise ApplyError(_os_error_text(exc), step=describe_step(step))
+            if changed:
+                done.append(describe_step(step))
+        return done
+
+    def _base_of(self, path):
+        """The user-given base `path` lies under (None: a path of the user's own, such as
+        a volume source)."""
+        for base in self.bases:
+            if _within(path, base):
+                return base
+        return None
+
+    def _host_step_done(self, step):
+        if step["op"] == "make_dir":
+            return not _hostfs.make_dirs(step["path"], int(step["mode"], 8),
+                                         self._base_of(step["path"]), create=False)
+        content = step.get("content")
+        if step["op"] == "copy_file":
+            with open(step["source"]) as f:
+                content = f.read()
+        try:
+            return _hostfs.read_file(step["path"]) == content
+        except (IOError, OSError):
+            return False
+
+    def _do_host_step(self, step):
+        mode = int(step["mode"], 8)
+        if step["op"] == "make_dir":
+            _hostfs.make_dirs(step["path"], mode, self._base_of(step["path"]))
+            return
+        content = step.get("content")
+        if step["op"] == "copy_file":
+            with open(step["source"]) as f:
+                content = f.read()
+        _hostfs.write_file(step["path"], content, mode)
+
+    def _unpack_layer(self, step, index):
+        """Verify and unpack one image layer into the shared store (the image module's
+        code). Whether it is there is asked under the store's lock, which its garbage
+        collection holds from reading the references to deleting: our reference is written
+        first, so a layer seen here stays. Returns True when it was (or would be) added."""
+        from ansible_collections.fromscratch.containerfs.plugins.module_utils import _image_store
+        if self.check_mode:
+            return not (os.path.isdir(step["dest"]) and os.path.isfile(step["dest"] + ".json"))
+        store_root = os.path.dirname(os.path.dirname(os.path.dirname(step["dest"])))
+        try:
+            got = _image_store.ImageStore(store_root).add_layer(
+                step["source"], step["format"], step["blob"], digest=step["digest"],
+                size=step["size"], diff_id=step["diff_id"], compression=step["compression"] or None,
+                media_type=step.get("media_type"), index=index)
+        except _image_store.ImageError as exc:
+            raise ApplyError(str(exc), step=describe_step(step))
+        return bool(got.get("added"))
+
     def _converge_root(self):
         self.namespaces.enter()
-        steps = RootSteps(self.plan["paths"]["root"])
+        steps = RootSteps(self.root)
         done = []
         for step in _root_steps(self.plan):
             if getattr(steps, "check_" + step["op"])(step):
@@ -586,10 +725,10 @@ class Applier(object):
         return done
 
     def _write_record(self):
-        tmp = self.record + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(self.plan, f, indent=1, sort_keys=True)
-        os.rename(tmp, self.record)
+        try:
+            _hostfs.write_file(self.record, json.dumps(self.plan, indent=1, sort_keys=True), 0o600)
+        except OSError as exc:
+            raise ApplyError(_os_error_text(exc), step="record the plan in %s" % self.record)
 
     def summary(self):
         """Where the container lives: name, spec digest, root, namespace files, and the
@@ -614,7 +753,7 @@ class Applier(object):
 
     def _mounts_inside(self):
         self.namespaces.enter()
-        root = self.plan["paths"]["root"].rstrip("/")
+        root = self.root.rstrip("/")
         out = []
         for entry in mountinfo.read():
             point = entry["mount_point"]
@@ -634,17 +773,20 @@ class Applier(object):
         """Remove every mount, pinned namespace and file of the container."""
         done = []
         state = self.plan["paths"]["state"]
-        if self.exists() or os.path.isdir(self.namespaces.run_dir):
-            done.append("unpin namespaces and remove %s" % self.namespaces.run_dir)
-            if not self.check_mode:
-                self.namespaces.remove()
-        if os.path.isdir(state):
-            done.append("remove %s" % state)
-            if not self.check_mode:
-                shutil.rmtree(state)
-        ref = self.plan["paths"].get("image_ref")
-        if ref and os.path.exists(ref):  # a reference kept in a store of its own
-            done.append("remove %s" % ref)
-            if not self.check_mode:
-                os.unlink(ref)
+        try:
+            if self.exists() or os.path.lexists(self.namespaces.run_dir):
+                done.append("unpin namespaces and remove %s" % self.namespaces.run_dir)
+                if not self.check_mode:
+                    self.namespaces.remove()
+            if os.path.lexists(state):
+                done.append("remove %s" % state)
+                if not self.check_mode:
+                    _hostfs.remove_tree(state)
+            ref = self.plan["paths"].get("image_ref")
+            if ref and os.path.lexists(ref):  # a reference kept in a store of its own
+                done.append("remove %s" % ref)
+                if not self.check_mode:
+                    os.unlink(ref)
+        except OSError as exc:
+            raise ApplyError(_os_error_text(exc), step=done[-1] if done else "remove")
         return done

@@ -22,6 +22,7 @@ import shutil
 import stat
 import tempfile
 
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _hostfs
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._blob import CHUNK
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image_errors import ImageInputError
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._layers import (
@@ -210,5 +211,5 @@ def temp_next_to(dest):
         yield tmp
         os.rename(tmp, dest)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _hostfs.remove_tree(tmp)  # ours, made by mkdtemp; a link put in its place is only unlinked
         raise

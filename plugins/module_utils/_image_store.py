@@ -35,6 +35,7 @@ except ImportError:  # pragma: no cover
 
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _blob
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _flatten
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _hostfs
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _layers
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image_errors import (
     ImageError, ImageInputError,
@@ -68,19 +69,14 @@ IMAGE_ARGUMENT_SPEC = {
     "required_if": [("state", "present", ("source",))],
     "mutually_exclusive": [("tag", "digest")],
 }
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+/-]{0,254}$")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+/-]{0,254}")  # fullmatch: `$` takes "x\n"
 
 
 # --------------------------------------------------------------------------- helpers
 
 def _write_json(path, data):
-    tmp = "%s.tmp-%d" % (path, os.getpid())
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.rename(tmp, path)
+    """Atomically (a unique temp name whose end is not .json, so no reader lists it)."""
+    _hostfs.write_file(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def _load_json(path):
@@ -117,7 +113,7 @@ class ImageStore(object):
     # -- naming
     @staticmethod
     def check_name(name):
-        if not isinstance(name, str) or not NAME_RE.match(name) or ".." in name.split("/"):
+        if not isinstance(name, str) or not NAME_RE.fullmatch(name) or ".." in name.split("/"):
             raise ImageInputError("invalid image name %r: use letters, digits and . _ : @ + "
                                   "/ - (at most 255 characters, starting with a letter or "
                                   "digit)" % (name,))
@@ -158,7 +154,7 @@ class ImageStore(object):
         except FileNotFoundError:
             return []
         return sorted("sha256:" + n[:-5] for n in names
-                      if n.endswith(".json") and re.match(r"^[0-9a-f]{64}\.json$", n))
+                      if n.endswith(".json") and re.fullmatch(r"[0-9a-f]{64}\.json", n))
 
     def lowerdirs(self, name):
         """Directories for overlayfs `lowerdir=`, top layer first."""
@@ -191,16 +187,34 @@ class ImageStore(object):
                 if name != exclude:
                     used.update(rec.get("layers") or [])
         for path in self._reference_files():
-            try:
-                data = _load_json(path)
-            except ImageError:
-                data = None
-            if not isinstance(data, dict):
+            data = self._reference(path)
+            if data is None:
                 continue
             used.update(data.get("layers") or [])
             if data.get("image") in records:
                 used.update(records[data["image"]].get("layers") or [])
         return used
+
+    @staticmethod
+    def _reference(path):
+        """A reference file's data, None when there is none. One we cannot read or parse
+        stops the collection: the layers it lists are not known, so none may go."""
+        try:
+            data = _load_json(path)
+        except ImageError as exc:
+            raise ImageError("%s; garbage collection stopped: it cannot tell which layers "
+                             "that reference keeps" % exc)
+        except (IOError, OSError) as exc:
+            if exc.errno == errno.ENOTDIR:  # containers/<file>: no container there
+                return None
+            raise ImageError("reference %s cannot be read (%s); garbage collection stopped"
+                             % (path, exc.strerror or exc))
+        layers = data.get("layers") if isinstance(data, dict) else None
+        if data is not None and not (isinstance(data, dict) and isinstance(layers or [], list)
+                                     and all(isinstance(d, str) for d in layers or [])):
+            raise ImageError("reference %s is not {\"layers\": [diff_id, ...]} or {\"image\": name}; "
+                             "garbage collection stopped (fix or remove that file)" % path)
+        return data
 
     def _reference_files(self):
         files = []
@@ -225,12 +239,11 @@ class ImageStore(object):
     # -- changes
     @contextlib.contextmanager
     def _locked(self):
-        for d, mode in ((self.root, 0o755), (os.path.dirname(self.layers_dir), 0o700),
-                        (self.layers_dir, 0o700), (self.images_dir, 0o755)):
-            if not os.path.isdir(d):
-                os.makedirs(d, mode)
-                os.chmod(d, mode)
-        fd = os.open(os.path.join(self.root, ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        _hostfs.make_dirs(self.root, 0o755)
+        _hostfs.make_dirs(self.layers_dir, 0o700, trusted=self.root)
+        _hostfs.make_dirs(self.images_dir, 0o755, trusted=self.root)
+        fd = os.open(os.path.join(self.root, ".lock"),
+                     os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             self._clean_temps()
@@ -239,18 +252,18 @@ class ImageStore(object):
             os.close(fd)
 
     def _clean_temps(self):
-        """Leftovers of an interrupted run (we hold the lock: nobody else is writing)."""
+        """Leftovers of an interrupted run (we hold the lock: nobody else is writing). A
+        symlink among them is unlinked, never followed."""
         for n in os.listdir(self.layers_dir):
             if n.startswith(".tmp-"):
-                path = os.path.join(self.layers_dir, n)
-                shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.unlink(path)
+                _hostfs.remove_tree(os.path.join(self.layers_dir, n))
         for diff_id in self._dirs_without_meta():
-            shutil.rmtree(self.layer_path(diff_id), ignore_errors=True)
+            _hostfs.remove_tree(self.layer_path(diff_id))
 
     def _dirs_without_meta(self):
         out = []
         for n in os.listdir(self.layers_dir):
-            if re.match(r"^[0-9a-f]{64}$", n) and not os.path.isfile(
+            if re.fullmatch(r"[0-9a-f]{64}", n) and not os.path.isfile(
                     os.path.join(self.layers_dir, n + ".json")):
                 out.append("sha256:" + n)
         return out
@@ -341,11 +354,10 @@ class ImageStore(object):
                 "warnings": []}
 
     def add_layer(self, source, format, blob, digest, size, diff_id, compression=None,
-                  media_type=None, progress=None):
-        """Verify and unpack one layer of the image at `source` into the store, unless it
-        is there already (the container applier's way in: its plan lists the layers)."""
-        if self.has_layer(diff_id):
-            return {"added": False}
+                  media_type=None, progress=None, index=0):
+        """Verify and unpack layer `index` of the image at `source` into the store, unless
+        it is there already (the container applier's way in: its plan lists the layers).
+        Asked under the lock: a collection holds it from reading references to deleting."""
         image = {"source": os.path.abspath(source), "format": format}
         layer = {"path": blob, "digest": digest, "size": size, "diff_id": diff_id,
                  "compression": compression, "media_type": media_type}
@@ -353,7 +365,7 @@ class ImageStore(object):
             if self.has_layer(diff_id):
                 return {"added": False}
             with layer_opener(image) as opener:
-                return self._unpack_layer(image, layer, 0, opener,
+                return self._unpack_layer(image, layer, index, opener,
                                           _blob.progress_adapter(progress, size or 0))
 
     def _unpack_layer(self, image, layer, index, opener, step):
@@ -373,8 +385,7 @@ class ImageStore(object):
                 shutil.rmtree(tmp)
                 return got
             final = self.layer_path(got["diff_id"])
-            if os.path.isdir(final):           # a dir without metadata: incomplete
-                shutil.rmtree(final)
+            _hostfs.remove_tree(final)         # a dir without metadata: incomplete
             os.rename(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -423,7 +434,7 @@ class ImageStore(object):
             os.unlink(self.layer_meta_path(diff_id))
             doomed = os.path.join(self.layers_dir, ".tmp-rm-" + _hex(diff_id))
             os.rename(self.layer_path(diff_id), doomed)
-            shutil.rmtree(doomed)
+            _hostfs.remove_tree(doomed)
             removed.append(diff_id)
         return removed
 

@@ -57,6 +57,12 @@ options:
       - Where the pinned namespaces and the rootfs mount point live. Overrides the spec's
         C(run_dir); default there C(/run/containerfs).
     type: path
+  lock_timeout:
+    description:
+      - Seconds to wait for the container's lock (C(<run_dir>/<name>.lock), the file the
+        rendered script takes with C(flock)) held by another run, before failing.
+    type: int
+    default: 60
   lenient:
     description:
       - With O(bundle), report OCI fields containerfs does not support as warnings instead
@@ -147,6 +153,7 @@ container:
     enter: nsenter --mount=/run/containerfs/web/ns/mnt --uts=/run/containerfs/web/ns/uts
 """
 
+import contextlib
 import os
 
 from ansible.module_utils.basic import AnsibleModule
@@ -155,13 +162,7 @@ from ansible_collections.fromscratch.containerfs.plugins.module_utils import _ap
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _image_spec
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _plan
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _spec
-
-try:
-    import yaml
-    HAS_YAML = True
-except ImportError:
-    HAS_YAML = False
-
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _spec_file
 
 def load_raw_spec(module):
     """The raw spec and the directory its relative paths are relative to."""
@@ -173,19 +174,23 @@ def load_raw_spec(module):
             module.warn(warning)
         return raw, params["bundle"]
     if params["spec_file"]:
-        if not HAS_YAML:
-            module.fail_json(msg="spec_file needs PyYAML on the target (pip install pyyaml)")
         try:
-            with open(params["spec_file"]) as f:
-                raw = yaml.safe_load(f)
+            raw = _spec_file.read(params["spec_file"])
         except (IOError, OSError) as exc:
             module.fail_json(msg="cannot read spec_file %s: %s" % (params["spec_file"], exc))
-        except yaml.YAMLError as exc:
-            module.fail_json(msg="spec_file %s is not valid YAML: %s" % (params["spec_file"], exc))
         return raw, os.path.dirname(os.path.abspath(params["spec_file"]))
     if params["spec"] is not None:
         return dict(params["spec"]), None
     return {"rootfs": {"path": "/"}}, None  # absent by name only: paths come from the defaults
+
+
+def check_params(params):
+    """Name and dirs are checked before any path is built from them."""
+    if params["name"] is not None:
+        _applier.check_name(params["name"])
+    for key in ("state_dir", "run_dir"):
+        if params[key] is not None:
+            params[key] = _applier.check_host_dir(params[key], key)
 
 
 def build_plan(module):
@@ -193,14 +198,34 @@ def build_plan(module):
     if not (params["spec"] or params["spec_file"] or params["bundle"]):
         # by name only (state=absent): the plan it was set up from says where it all is
         recorded = _applier.recorded_plan(params["state_dir"] or _spec.DEFAULT_STATE_DIR,
-                                          params["name"])
+                                          params["name"], params["run_dir"])
         if recorded is not None:
             return recorded
     raw, base_dir = load_raw_spec(module)
     for key in ("name", "state_dir", "run_dir"):
         if module.params[key]:
             raw[key] = module.params[key]
-    return _plan.build_plan(_image_spec.load(raw, base_dir=base_dir))
+    plan = _plan.build_plan(_image_spec.load(raw, base_dir=base_dir))
+    # whatever the spec validator allowed: the name and dirs every path is built from
+    _applier.check_name(plan["name"])
+    _applier.check_host_dir(os.path.dirname(os.path.dirname(plan["paths"]["state"])), "state_dir")
+    _applier.check_host_dir(os.path.dirname(plan["paths"]["run"]), "run_dir")
+    return plan
+
+
+def apply(module, applier):
+    """Converge or remove under the container's lock: (actions, before, after)."""
+    absent = module.params["state"] == "absent"
+    lock_dir = os.path.dirname(applier.plan["paths"]["lock"])
+    if module.check_mode and not os.path.isdir(lock_dir):
+        lock = contextlib.nullcontext()  # nothing set up, and check mode makes no lock file
+    else:
+        lock = applier.locked(module.params["lock_timeout"])
+    with lock:
+        before = applier.persistent_steps() if applier.exists() else []
+        actions = applier.remove() if absent else applier.converge()
+        after = [] if absent else applier.persistent_steps()
+    return actions, before, after
 
 
 def main():
@@ -213,6 +238,7 @@ def main():
             state_dir=dict(type="path"),
             run_dir=dict(type="path"),
             lenient=dict(type="bool", default=False),
+            lock_timeout=dict(type="int", default=60),
             state=dict(type="str", choices=["present", "absent"], default="present"),
         ),
         mutually_exclusive=[("spec", "spec_file", "bundle")],
@@ -223,21 +249,20 @@ def main():
     if os.geteuid() != 0:
         module.fail_json(msg="fromscratch.containerfs.container must run as root (become: true)")
     try:
+        check_params(module.params)
         plan = build_plan(module)
     except _spec.SpecError as exc:
         module.fail_json(msg=str(exc), errors=["%s: %s" % e for e in exc.errors])
+    except _applier.ApplyError as exc:
+        module.fail_json(msg=str(exc))
 
     applier = _applier.Applier(plan, check_mode=module.check_mode)
-    before = applier.persistent_steps() if applier.exists() else []
     try:
-        if module.params["state"] == "absent":
-            actions = applier.remove()
-            after = []
-        else:
-            actions = applier.converge()
-            after = applier.persistent_steps()
+        actions, before, after = apply(module, applier)
     except _applier.ApplyError as exc:
         module.fail_json(msg="container %s: %s" % (plan["name"], exc), cmd=exc.cmd)
+    except (IOError, OSError) as exc:
+        module.fail_json(msg="container %s: %s" % (plan["name"], exc))
 
     result = dict(changed=bool(actions), actions=actions)
     if module.params["state"] == "present":

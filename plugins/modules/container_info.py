@@ -26,6 +26,12 @@ options:
     description: The state dir the container was set up with.
     type: path
     default: /var/lib/containerfs
+  lock_timeout:
+    description:
+      - Seconds to wait for the container's lock (held by a run setting it up or removing
+        it) before failing. The live state is read under a shared lock.
+    type: int
+    default: 60
 attributes:
   check_mode:
     support: full
@@ -109,23 +115,38 @@ def main():
         argument_spec=dict(
             name=dict(type="str", required=True),
             state_dir=dict(type="path", default=DEFAULT_STATE_DIR),
+            lock_timeout=dict(type="int", default=60),
         ),
         supports_check_mode=True,
     )
     if os.geteuid() != 0:
         module.fail_json(msg="fromscratch.containerfs.container_info must run as root (become: true)")
-    plan = _applier.recorded_plan(module.params["state_dir"], module.params["name"])
-    if plan is None:
+    try:
+        plan = _applier.recorded_plan(module.params["state_dir"], module.params["name"])
+    except _applier.ApplyError as exc:
+        module.fail_json(msg=str(exc))
+    if plan is None or not os.path.isdir(os.path.dirname(plan["paths"]["lock"])):
         module.exit_json(changed=False, exists=False)
     applier = _applier.Applier(plan, check_mode=True)
-    if not applier.exists():
-        module.exit_json(changed=False, exists=False)
     try:
-        container = applier.summary()
-        container.update(mounts=applier.live_mounts(), drift=applier.converge())
+        with applier.locked(module.params["lock_timeout"], shared=True):
+            container = inspect(applier)
     except _applier.ApplyError as exc:
         module.fail_json(msg="container %s: %s" % (plan["name"], exc), cmd=exc.cmd)
+    except (IOError, OSError) as exc:
+        module.fail_json(msg="container %s: %s" % (plan["name"], exc))
+    if container is None:
+        module.exit_json(changed=False, exists=False)
     module.exit_json(changed=False, exists=True, container=container)
+
+
+def inspect(applier):
+    """Where the container lives, its mounts and its drift; None when it is not set up."""
+    if not applier.exists():
+        return None
+    container = applier.summary()
+    container.update(mounts=applier.live_mounts(), drift=applier.converge())
+    return container
 
 
 if __name__ == "__main__":

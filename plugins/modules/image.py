@@ -88,7 +88,9 @@ options:
         directory at this path, whiteouts applied, for hosts without overlayfs. The tree
         equals what an overlay mount of the layers shows.
       - Rewritten when the image changes; a sidecar file C(<flatten>.image.json) records
-        which layers it holds. Left alone by O(state=absent).
+        which layers it holds and which directory it made. An existing non-empty directory
+        the sidecar does not name is never replaced (the task fails). Left alone by
+        O(state=absent).
     type: path
   keep_layers:
     description:
@@ -217,11 +219,14 @@ layers_removed:
 
 import json
 import os
-import shutil
+import stat
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._image_errors import ImageError
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _hostfs
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image_errors import (
+    ImageError, ImageInputError,
+)
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image_store import (
     IMAGE_ARGUMENT_SPEC, ImageStore,
 )
@@ -260,24 +265,54 @@ def run_module(module):
 
 
 def _flatten(store, name, dest, image, check_mode):
-    """Keep `dest` the flattened tree of `image`; return True when it had to be (re)written."""
+    """Keep `dest` the flattened tree of `image`; return True when it had to be (re)written.
+
+    The sidecar `<dest>.image.json` marks a tree as ours: it records what was flattened and
+    the directory (device and inode) it went to. A non-empty `dest` it does not name is
+    never replaced."""
+    dest = os.path.abspath(dest)
     sidecar = dest + ".image.json"
     wanted = {"layers": image.get("layers"), "rootfs": image.get("rootfs")}
-    try:
-        with open(sidecar) as f:
-            if json.load(f) == wanted and os.path.isdir(dest):
-                return False
-    except (IOError, OSError, ValueError):
-        pass
+    recorded = _read_sidecar(sidecar)
+    ours = recorded is not None and recorded.get("dir") == _dir_identity(dest)
+    if ours and dict((k, recorded.get(k)) for k in wanted) == wanted:
+        return False
+    if not ours and _occupied(dest):
+        raise ImageInputError("flatten: %s exists, is not empty and was not made by flatten "
+                              "(%s does not name it); refusing to replace it: remove it or "
+                              "flatten elsewhere" % (dest, sidecar))
     if check_mode:
         return True
-    if os.path.lexists(dest):
-        shutil.rmtree(dest)
+    if ours:
+        _hostfs.remove_tree(dest)
     store.flatten(name, dest)
-    with open(sidecar + ".tmp", "w") as f:
-        json.dump(wanted, f)
-    os.rename(sidecar + ".tmp", sidecar)
+    wanted["dir"] = _dir_identity(dest)
+    _hostfs.write_file(sidecar, json.dumps(wanted, sort_keys=True) + "\n")
     return True
+
+
+def _read_sidecar(path):
+    try:
+        data = json.loads(_hostfs.read_file(path))
+    except (IOError, OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _dir_identity(path):
+    """[device, inode] of a real directory (never through a symlink), else None."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return [st.st_dev, st.st_ino] if stat.S_ISDIR(st.st_mode) else None
+
+
+def _occupied(path):
+    """Something other than nothing or an empty real directory is at `path`."""
+    if not os.path.lexists(path):
+        return False
+    return _dir_identity(path) is None or bool(os.listdir(path))
 
 
 def main():

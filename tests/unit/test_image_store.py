@@ -405,3 +405,74 @@ def test_cli_unpack_exit_codes_and_progress(tmp_path):
     assert rc == 2 and "digest mismatch" in err and not os.path.exists(str(tmp_path / "f"))
     rc, out, err = run_cli([src, str(tmp_path / "no/such/parent/g")])
     assert rc == 2 and "parent" in err
+
+
+# --------------------------------------------------------------- GC against containers (issue 7)
+
+def test_gc_between_a_reference_and_its_unpack_keeps_the_layer(tmp_path, store):
+    """A container writes its reference, then asks for its layers; a collection that read
+    the references just before must not take a layer the container was told is there."""
+    import threading
+    import time
+    path = layout(tmp_path, layers=(OTHER,))
+    store.pull("gone", path)
+    store.remove("gone", keep_layers=True)  # the layer stays, referenced by nothing
+    layer = S.resolve(path)["layers"][0]
+    ref_written = threading.Event()
+    gc_store = S.ImageStore(store.root)
+    unused = gc_store.unused_layers
+
+    def unused_then_wait(exclude=None):
+        doomed = unused(exclude)
+        ref_written.wait(10)
+        time.sleep(0.5)  # the container's add_layer runs now
+        return doomed
+
+    gc_store.unused_layers = unused_then_wait
+    gc = threading.Thread(target=gc_store.gc)
+    gc.start()
+    time.sleep(0.2)  # the collection has read the (empty) references
+    os.makedirs(store.refs_dir)
+    with open(os.path.join(store.refs_dir, "container-box.json"), "w") as f:
+        json.dump({"layers": [layer["diff_id"]]}, f)
+    ref_written.set()
+    store.add_layer(path, "oci", layer["path"], layer["digest"], layer["size"], layer["diff_id"],
+                    compression=layer["compression"], media_type=layer["media_type"])
+    gc.join()
+    assert store.has_layer(layer["diff_id"])
+
+
+@pytest.mark.parametrize("text", ['{"layers": ["sha256:', '["not", "a", "mapping"]', '{"layers": 5}'])
+def test_gc_stops_on_a_reference_it_cannot_parse(tmp_path, store, text):
+    store.pull("one", layout(tmp_path))
+    store.remove("one", keep_layers=True)
+    os.makedirs(store.refs_dir)
+    with open(os.path.join(store.refs_dir, "half.json"), "w") as f:
+        f.write(text)
+    with pytest.raises(S.ImageError, match="half.json.*garbage collection stopped"):
+        store.gc()
+    assert len(layer_dirs(store)) == 2
+
+
+def test_temp_cleaner_unlinks_a_planted_symlink(tmp_path, store):
+    store.pull("one", layout(tmp_path))
+    victim = tmp_path / "victim"
+    (victim / "sub").mkdir(parents=True)
+    (victim / "sub" / "precious").write_text("keep")
+    os.symlink(str(victim), os.path.join(store.layers_dir, ".tmp-x"))
+    os.symlink(str(victim), os.path.join(store.layers_dir, "f" * 64))  # a "layer without metadata"
+    store.gc()
+    assert (victim / "sub" / "precious").read_text() == "keep"
+    assert not os.path.lexists(os.path.join(store.layers_dir, ".tmp-x"))
+    assert not os.path.lexists(os.path.join(store.layers_dir, "f" * 64))
+
+
+def test_records_are_written_atomically_never_through_a_link(tmp_path, store):
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    os.makedirs(store.images_dir)
+    os.symlink(str(victim), store.record_path("one") + ".tmp-%d" % os.getpid())  # the old temp name
+    store.pull("one", layout(tmp_path))
+    assert victim.read_text() == "keep"
+    assert not os.path.islink(store.record_path("one"))
+    assert os.listdir(store.images_dir) == ["one.json", "one.json.tmp-%d" % os.getpid()]
