@@ -17,6 +17,7 @@ __metaclass__ = type
 import hashlib
 import json
 import os
+import re
 
 import jinja2
 
@@ -31,15 +32,109 @@ EXISTENCE_CHECKED = ("readonly_path", "mask_path")
 DEVICE_STEPS = ("mknod", "symlink")
 
 
+# What a plan may select code with: the script runs a decompressor named by the first and
+# picks how to read blobs by the second, so nothing else may reach it.
+LAYER_COMPRESSIONS = ("", "gzip", "zstd", "xz", "bzip2")
+IMAGE_FORMATS = ("oci", "docker-archive", "tarball", "dir")
+
+# Control characters (C0, DEL, C1) and the Unicode line and paragraph separators: none may
+# stay raw in a comment line.
+_COMMENT_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_COMMENT_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_WORD = re.compile(r"[a-z0-9][a-z0-9_]*\Z")
+_LAYER_NAME = re.compile(r"[0-9a-f]{64}\Z")
+
+
+class Escaped(str):
+    """Text escaped for one context of the script (see `finalize`): `context` names it."""
+
+    context = None
+
+    def __new__(cls, text, context):
+        value = str.__new__(cls, text)
+        value.context = context
+        return value
+
+
+class RenderError(ValueError):
+    """A plan value that no context of the script can carry."""
+
+
 def shell_quote(value):
-    """Quote one word for POSIX sh: single quotes, with ' written as '\\''."""
+    """Quote one word for POSIX sh: single quotes, with ' written as '\\''. A NUL byte
+    has no form in sh (shells drop it): refused."""
     text = "%s" % (value,)
-    return "'" + text.replace("'", "'\\''") + "'"
+    if "\x00" in text:
+        raise RenderError("a NUL byte cannot be written into the script: %r" % (text,))
+    return Escaped("'" + text.replace("'", "'\\''") + "'", "shell word")
+
+
+def comment_text(value):
+    """Text for a `# ...` line that nothing can end early: control characters and line
+    separators become visible escapes (\\n, \\r, \\t, \\xNN, \\uNNNN)."""
+    def visible(match):
+        char = match.group(0)
+        if char in _COMMENT_NAMED:
+            return _COMMENT_NAMED[char]
+        return "\\x%02x" % ord(char) if ord(char) < 0x100 else "\\u%04x" % ord(char)
+    return Escaped(_COMMENT_UNSAFE.sub(visible, "%s" % (value,)), "comment")
+
+
+def word(value):
+    """A fixed word of the script's own vocabulary (a tool, a namespace type, a
+    propagation): lowercase letters, digits and '_', written bare. Anything else raises."""
+    text = "%s" % (value,)
+    if not _WORD.match(text):
+        raise RenderError("not a plain word, refusing to write it into the script: %r" % (text,))
+    return Escaped(text, "word")
+
+
+def code(text):
+    """Script text rendered from a template of this module (every value in it already
+    passed `finalize`)."""
+    return Escaped(text, "code")
+
+
+def finalize(value):
+    """Let through only escaped text and plain integers: any other `{{ value }}` raises,
+    so no value can reach the script without one of the escaping filters."""
+    if isinstance(value, Escaped) or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    raise RenderError("unescaped value in the script template: %r (use sq, comment, word...)" % (value,))
+
+
+def layer_metadata(step):
+    """The image store's metadata of a layer, as JSON (json.dumps escapes every string)."""
+    size = step["size"]
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise RenderError("layer size must be a non-negative integer, not %r" % (size,))
+    return json.dumps({"compression": step["compression"] or None, "diff_id": step["diff_id"],
+                       "digest": step["digest"], "media_type": step.get("media_type") or None,
+                       "size": size, "warnings": []}, sort_keys=True)
+
+
+def _check_layer_steps(steps):
+    for step in steps:
+        if step["compression"] not in LAYER_COMPRESSIONS:
+            raise RenderError("unknown layer compression %r (one of: %s)" % (
+                step["compression"], ", ".join(LAYER_COMPRESSIONS[1:])))
+        if step["format"] not in IMAGE_FORMATS:
+            raise RenderError("unknown image format %r (one of: %s)" % (step["format"], ", ".join(IMAGE_FORMATS)))
+        # <store>/layers/sha256/<hex>: the script derives the store (and its lock) from it
+        layers, name = os.path.split(step["dest"])
+        if not (_LAYER_NAME.match(name) and layers.endswith("/layers/sha256")
+                and os.path.isabs(layers) and os.path.normpath(layers) == layers):
+            raise RenderError("layer dir %r is not STORE/layers/sha256/HEX" % (step["dest"],))
 
 
 def _fresh_filesystem(step):
     """A filesystem that is empty when mounted, so paths below it cannot hold symlinks."""
     return step["op"] == "cgroup" or (step["op"] == "mount" and step["fstype"] != "bind")
+
+
+def _makes_a_dir(step):
+    """A mount point that mount(8) can make itself (X-mount.mkdir): a directory."""
+    return step["op"] != "mount" or step.get("create") == "dir"
 
 
 def _under(path, parent):
@@ -102,10 +197,10 @@ def _add_mount_step(blocks, current, step):
                 continue  # a bind of the rootfs onto itself shows the same tree
             earlier_target = earlier.get("target") or earlier.get("path")
             if earlier_target == target or _under(target, earlier_target):
-                if _fresh_filesystem(earlier) and earlier_target != target:
+                if _fresh_filesystem(earlier) and earlier_target != target and _makes_a_dir(step):
                     base = index
                 else:
-                    current = None
+                    current = None  # a file is made in the fresh filesystem once it is mounted
                 break
     current = current or _new_block(blocks, checked)
     current["steps"].append(step)
@@ -127,16 +222,84 @@ def _environment(template_dir):
         lstrip_blocks=True,
         keep_trailing_newline=True,
         autoescape=False,
+        finalize=finalize,
     )
     env.filters["sq"] = shell_quote
-    env.filters["sqjoin"] = lambda values: " ".join(shell_quote(v) for v in values)
+    env.filters["sqjoin"] = lambda values: Escaped(" ".join(shell_quote(v) for v in values), "shell word")
     env.filters["opts"] = lambda values: shell_quote(",".join(values) if values else "defaults")
+    env.filters["comment"] = comment_text
+    env.filters["word"] = word
+    env.filters["metadata"] = lambda step: shell_quote(layer_metadata(step))
     return env
+
+
+def host_dirs(plan):
+    """The host directories the script writes in, outermost first: a list of {path, mode,
+    create, outermost (its parent is not in the list)}.
+
+    The script refuses an existing one that is a symlink, not a directory, not owned by
+    root or writable by group or others, and creates a missing one (create=False: the dev
+    template, which a later step makes whole). Files are written only inside these."""
+    paths = plan["paths"]
+    steps = plan["steps"]
+    state_dir = os.path.dirname(os.path.dirname(paths["state"]))
+    dirs = [(state_dir, "0700", True), (os.path.dirname(paths["state"]), "0700", True),
+            (paths["state"], "0700", True)]
+    for step in steps:
+        if step["op"] == "make_dir" and _inside(step["path"], paths["state"]):
+            dirs.append((step["path"], step["mode"], True))
+    dirs += [(os.path.dirname(paths["run"]), "0700", True), (paths["run"], "0700", True)]
+    dirs += [(step["path"], step["mode"], True) for step in steps
+             if step["op"] == "make_dir" and _under(step["path"], paths["run"])]
+    for step in steps:
+        if step["op"] == "unpack_layer":
+            layers = os.path.dirname(step["dest"])
+            store = os.path.dirname(os.path.dirname(layers))
+            dirs += [(store, "0700", True), (os.path.dirname(layers), "0700", True), (layers, "0700", True)]
+        elif step["op"] == "make_dir" and paths.get("image_ref") and step["path"] == os.path.dirname(paths["image_ref"]):
+            dirs.append((step["path"], step["mode"], True))
+    device_steps = [s for s in steps if s["op"] in DEVICE_STEPS]
+    if device_steps:
+        dirs.append((os.path.join(paths["state"], "dev." + device_template_id(device_steps)), "0700", False))
+    unique = []
+    for path, mode, create in dirs:
+        if path not in [u["path"] for u in unique]:
+            outermost = os.path.dirname(path) not in [u["path"] for u in unique]
+            unique.append({"path": path, "mode": mode, "create": create, "outermost": outermost})
+    _check_files_inside(steps, [d["path"] for d in unique])
+    if os.path.dirname(paths["lock"]) not in [d["path"] for d in unique]:
+        raise RenderError("%s: the lock lies outside the checked directories" % (paths["lock"],))
+    return unique
+
+
+def _inside(path, parent):
+    return path == parent or _under(path, parent)
+
+
+def _check_files_inside(steps, dirs):
+    """Every file the script writes lies directly in a directory it checked."""
+    for step in steps:
+        if step["op"] in ("write_file", "copy_file") and os.path.dirname(step["path"]) not in dirs:
+            raise RenderError("%s: the script writes files only in its checked directories" % (step["path"],))
+        if step["op"] == "unpack_layer" and os.path.dirname(step["dest"]) not in dirs:
+            raise RenderError("%s: a layer outside the checked store" % (step["dest"],))
+
+
+def _relative_under(path, parent):
+    """PATH relative to PARENT when it lies below it, else None."""
+    return path[len(parent.rstrip("/")) + 1:] if _under(path, parent) else None
+
+
+def _instance_id(plan):
+    """Part of this container's temporary names in a shared store (with the pid): two
+    containers never share it, one container's runs are serialised by its lock."""
+    return hashlib.sha256(plan["paths"]["state"].encode("utf-8")).hexdigest()[:12]
 
 
 def render_script(plan, version="0.0.0", template_dir=TEMPLATE_DIR):
     """Return the text of the shell script for `plan`."""
     steps = plan["steps"]
+    _check_layer_steps([s for s in steps if s["op"] == "unpack_layer"])
     by_phase = {}
     for step in steps:
         by_phase.setdefault(step["phase"], []).append(step)
@@ -163,8 +326,16 @@ def render_script(plan, version="0.0.0", template_dir=TEMPLATE_DIR):
                          for l in s["lower"]
                          if l not in [u["dest"] for u in steps if u["op"] == "unpack_layer"]],
         "filesystems": _needed_filesystems(steps),
+        "host_dirs": host_dirs(plan),
+        "instance": _instance_id(plan),
+        # the overlay's mount point, inside the run dir: found again from its canonical path
+        "root_in_run": _relative_under(plan["paths"]["root"], plan["paths"]["run"]),
     }
-    return _environment(template_dir).get_template("container.sh.j2").render(**context)
+    env = _environment(template_dir)
+    wait = env.get_template("wait.sh.j2")
+    context["wait_code"] = code(wait.render(exec=exec_step, indent=code("")))
+    context["wait_body"] = code(wait.render(exec=exec_step, indent=code("    ")))
+    return env.get_template("container.sh.j2").render(**context)
 
 
 def _dev_is_fresh_tmpfs(steps):
@@ -175,8 +346,10 @@ def _dev_is_fresh_tmpfs(steps):
 
 def _needed_commands(steps):
     ops = set(s["op"] for s in steps)
+    # flock: the container's lock; stat: the host dirs' owner and mode, in one call;
+    # setsid: the container side in a session of its own (signals reach it through us)
     needs = ["unshare", "nsenter", "mount", "umount", "pivot_root", "mkfifo", "env", "readlink",
-             "mkdir", "rm"]
+             "mkdir", "rm", "flock", "stat", "setsid"]
     if ops & set(DEVICE_STEPS):
         needs += ["cp", "mknod", "ln", "mv"]
     if any(s["op"] == "mknod" and (s["uid"] or s["gid"]) for s in steps):
@@ -185,10 +358,8 @@ def _needed_commands(steps):
         needs.append("setpriv")
     layers = [s for s in steps if s["op"] == "unpack_layer"]
     if layers:
-        needs += ["cat", "tar", "sha256sum", "find", "setfattr", "mknod", "mv", "rm", "flock"]
+        needs += ["cat", "tar", "sha256sum", "find", "setfattr", "mknod", "mv", "rm"]
         needs += [s["compression"] for s in layers if s["compression"]]
-    if "mask_path" in ops:
-        needs.append("stat")  # the container's /dev/null is checked before masking with it
     return sorted(set(needs))
 
 

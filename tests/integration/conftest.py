@@ -8,6 +8,7 @@ checks that neither namespace's mount table changed.
 
 Fixtures:
   busybox_rootfs   a busybox rootfs built once per session (treat it as read-only)
+  make_plan_container  make_plan_container(change, **spec): a plan edited after validation
   copy_rootfs      copy_rootfs(dest=None) -> a private copy for a test that writes to it
   make_container   make_container(**spec) -> Container (spec dict -> YAML -> rendered script)
   host_mounts      the mount table of the namespace pytest runs in (list of Mount)
@@ -134,13 +135,13 @@ class RunResult:
 class Container:
     """A rendered spec in a test's tmp dir, and a way to run it."""
 
-    def __init__(self, spec, directory):
+    def __init__(self, spec, directory, script=None):
         self.spec = spec
         self.dir = directory
         self.name = spec["name"]
         self.state_dir = spec["state_dir"]
         self.run_dir = spec["run_dir"]
-        self.script = render(spec, directory, self.name)
+        self.script = script or render(spec, directory, self.name)
 
     @property
     def text(self):
@@ -198,6 +199,15 @@ class Container:
             "the script left mounts behind in its host namespace:\n%s\n%r" % (
                 _diff(result.wrapper_before, result.wrapper_after or ""), result))
 
+    @property
+    def lock(self):
+        """The container's lock file, beside its run dir (it stays: flock needs no cleanup)."""
+        return os.path.join(self.run_dir, self.name + ".lock")
+
+    def leftovers(self):
+        """What a run left in the run dir tree, but the lock file."""
+        return [f for f in files_under(self.run_dir) if f != self.lock]
+
     def inside(self, script, **kwargs):
         """Run `sh -c SCRIPT` as the container process."""
         return self.run("sh", "-c", script, **kwargs)
@@ -232,6 +242,33 @@ def public_dir():
     os.chmod(path, 0o755)
     yield path
     shutil.rmtree(path)
+
+
+@pytest.fixture
+def make_plan_container(tmp_path, busybox_rootfs):
+    """make_plan_container(change, **fields) -> Container, or the exception rendering raised.
+    The spec is validated and planned, then change(plan) edits the plan in place (values no
+    validator saw, as an attacker past validation would write them) and it is rendered."""
+    from ansible_collections.fromscratch.containerfs.plugins.module_utils._plan import build_plan
+    from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import load_spec
+    from ansible_collections.fromscratch.containerfs.plugins.plugin_utils import _render
+
+    def make(change, **fields):
+        spec = {"name": "cfs-test", "hostname": "cfs-test", "rootfs": {"path": busybox_rootfs},
+                "state_dir": str(tmp_path / "state"), "run_dir": str(tmp_path / "run")}
+        spec.update(fields)
+        plan = build_plan(load_spec(spec))
+        change(plan)
+        try:
+            text = _render.render_script(plan)
+        except Exception as error:  # the renderer refused: what the caller checks
+            return error
+        script = str(tmp_path / "plan.sh")
+        with open(script, "w") as f:
+            f.write(text)
+        spec["name"] = plan["name"]
+        return Container(spec, str(tmp_path), script=script)
+    return make
 
 
 @pytest.fixture

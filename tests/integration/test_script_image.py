@@ -523,3 +523,29 @@ def test_file_then_directory_conflict_agrees_with_the_module(make_container, tmp
     assert result.rc == 0 and result.stdout == "inner\nf\n", result
     assert_same_layers(str(tmp_path / "store-a"), str(tmp_path / "store-b"),
                        pulled["image"]["layers"])
+
+
+@pytest.mark.parametrize("where", ["store", "layers", "lock"])
+def test_planted_symlink_in_the_store_is_refused(make_container, tmp_path, where):
+    """A link planted at the store, its layers dir or its lock file: the run stops and the
+    link's target stays as it was."""
+    layout = str(tmp_path / "layout")
+    ls = layers(tmp_path)
+    fx.oci_layout(layout, ls)
+    container = image_container(make_container, tmp_path, layout)
+    assert container.run("true").rc == 0
+    store = str(tmp_path / "store")
+    os.unlink(os.path.join(store, "layers/sha256", fx.sha(ls[1])[7:]) + ".json")  # unpack again
+    target = watched_host_dir(tmp_path)
+    path = {"store": store, "layers": os.path.join(store, "layers", "sha256"),
+            "lock": os.path.join(store, ".lock")}[where]
+    if os.path.isdir(path):
+        shutil.move(path, str(tmp_path / "moved"))
+    elif os.path.lexists(path):
+        os.unlink(path)
+    os.symlink(target, path)
+    before = host_snapshot(target)
+    result = container.run("echo", "ran")
+    assert result.rc != 0 and "ran" not in result.stdout, result
+    assert "is a symlink; refusing" in result.stderr, result
+    assert host_snapshot(target) == before

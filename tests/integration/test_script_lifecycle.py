@@ -3,8 +3,6 @@ import os
 
 from tests.lib import mountinfo
 
-from conftest import files_under
-
 
 def test_help_prints_usage(make_container):
     container = make_container()
@@ -31,7 +29,7 @@ def test_after_exit_nothing_is_left(make_container):
     container = make_container()
     result = container.inside("mount -t tmpfs inner /tmp && echo mounted")
     assert result.rc == 0 and "mounted" in result.stdout, result
-    assert files_under(container.run_dir) == []
+    assert container.leftovers() == []
 
 
 def test_failure_mid_build_exits_non_zero_and_leaves_nothing(make_container, tmp_path):
@@ -43,7 +41,7 @@ def test_failure_mid_build_exits_non_zero_and_leaves_nothing(make_container, tmp
     assert result.rc != 0, result
     assert "started" not in result.stdout
     assert missing in result.stderr and "does not exist" in result.stderr, result.stderr
-    assert files_under(container.run_dir) == []
+    assert container.leftovers() == []
     assert not os.path.exists(missing)
 
 
@@ -55,7 +53,7 @@ def test_failure_in_a_mount_batch_leaves_nothing(make_container):
     assert result.rc != 0, result
     assert "started" not in result.stdout
     assert "containerfs[cfs-test]: error:" in result.stderr, result.stderr
-    assert files_under(container.run_dir) == []
+    assert container.leftovers() == []
 
 
 def test_non_root_is_refused_with_a_reason(make_container, public_dir):

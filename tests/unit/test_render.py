@@ -1,4 +1,5 @@
 """The shell renderer: quoting, batching, and a script that shells accept."""
+import json
 import re
 import shutil
 import subprocess
@@ -109,14 +110,26 @@ def test_nested_target_on_fresh_filesystem_is_not_resolved_again():
 
 def test_group_steps_splits_under_bind():
     steps = [
-        {"op": "mount", "fstype": "bind", "target": "/data", "source": "/a"},
-        {"op": "mount", "fstype": "tmpfs", "target": "/data/sub", "source": "tmpfs"},
-        {"op": "mount", "fstype": "tmpfs", "target": "/t", "source": "tmpfs"},
-        {"op": "mount", "fstype": "tmpfs", "target": "/t/x", "source": "tmpfs"},
+        {"op": "mount", "fstype": "bind", "target": "/data", "source": "/a", "create": "dir"},
+        {"op": "mount", "fstype": "tmpfs", "target": "/data/sub", "source": "tmpfs", "create": "dir"},
+        {"op": "mount", "fstype": "tmpfs", "target": "/t", "source": "tmpfs", "create": "dir"},
+        {"op": "mount", "fstype": "tmpfs", "target": "/t/x", "source": "tmpfs", "create": "dir"},
     ]
     blocks = _render.group_steps(steps)
     assert [len(b["steps"]) for b in blocks] == [1, 3]
     assert blocks[1]["bases"] == [None, None, 1]
+
+
+def test_file_target_on_a_fresh_filesystem_starts_a_batch():
+    """A file mount point is made in the fresh filesystem, so only once that is mounted."""
+    steps = [
+        {"op": "mount", "fstype": "tmpfs", "target": "/t", "source": "tmpfs", "create": "dir"},
+        {"op": "mount", "fstype": "bind", "target": "/t/f", "source": "/etc/hosts", "create": "file"},
+        {"op": "mount", "fstype": "bind", "target": "/t/g", "source": "/x", "create": "match_source"},
+    ]
+    blocks = _render.group_steps(steps)
+    assert [len(b["steps"]) for b in blocks] == [1, 2]
+    assert blocks[1]["bases"] == [None, None]
 
 
 def test_device_template_changes_with_devices():
@@ -128,3 +141,83 @@ def test_device_template_changes_with_devices():
         return [s for s in plan["steps"] if s["op"] in ("mknod", "symlink")]
 
     assert _render.device_template_id(pick(plan_a)) != _render.device_template_id(pick(plan_b))
+
+
+LINE_ENDERS = ["\n", "\r\n", "\r", "\x00", "\x1b[2J", "\x7f", "\x85", "\u2028", "\u2029", "\t"]
+
+
+@pytest.mark.parametrize("text", LINE_ENDERS)
+@pytest.mark.parametrize("shell", ["dash", "bash", "busybox ash"])
+def test_a_comment_cannot_be_ended_early(shell, text):
+    if not shutil.which(shell.split()[0]):
+        pytest.skip("%s not installed" % shell)
+    comment = _render.comment_text("why" + text + "echo escaped; #")
+    assert not re.search("[\x00-\x1f\x7f-\x9f\u2028\u2029]", comment), repr(comment)
+    out = subprocess.run(shell.split() + ["-c", "# %s\necho ok" % comment], stdout=subprocess.PIPE,
+                         check=True).stdout.decode()
+    assert out == "ok\n"
+
+
+def test_hostile_why_and_name_stay_comments():
+    plan = build_plan(load_spec({"name": "demo", "rootfs": {"path": "/srv/rootfs"}}))
+    for step in plan["steps"]:
+        step["why"] = "x\r\ntouch /tmp/canary\n"
+    plan["name"] = "demo\ntouch /tmp/canary"
+    script = _render.render_script(plan)
+    lines = script.splitlines()
+    found = [i for i, l in enumerate(lines) if "touch /tmp/canary" in l]
+    # a comment, or the second line of the quoted name
+    assert found and all(lines[i].lstrip().startswith("#") or lines[i - 1] == "CFS_NAME='demo"
+                         for i in found), [lines[i] for i in found]
+
+
+def test_finalize_lets_only_escaped_values_through():
+    env = _render._environment(_render.TEMPLATE_DIR)
+    with pytest.raises(_render.RenderError):
+        env.from_string("{{ value }}").render(value="x; touch /tmp/canary")
+    with pytest.raises(_render.RenderError):
+        env.from_string("{{ value }}").render(value=True)
+    assert env.from_string("{{ value }} {{ value | sq }}").render(value=5) == "5 '5'"
+    assert env.from_string("{{ value | comment }}").render(value="a\nb") == "a\\nb"
+    with pytest.raises(_render.RenderError):
+        env.from_string("--{{ value | word }}").render(value="pid --mount")
+
+
+def test_every_template_expression_is_escaped():
+    """Renders the full spec: finalize raised on any expression without an escaping filter."""
+    assert render(**full_spec())
+
+
+def layer_plan(**layer):
+    plan = build_plan(load_spec({"name": "demo", "rootfs": {"path": "/srv/rootfs"}, "state_dir": "/s"}))
+    step = {"op": "unpack_layer", "phase": "host", "why": "layer", "at_start": False, "source": "/img",
+            "format": "oci", "blob": "blobs/sha256/ab", "digest": "sha256:ab", "size": 10,
+            "diff_id": "sha256:cd", "compression": "gzip", "media_type": None, "dest": "/s/layers/sha256/" + "c" * 64}
+    step.update(layer)
+    plan["steps"].insert(0, step)
+    return plan
+
+
+@pytest.mark.parametrize("layer", [{"compression": "$(touch /tmp/canary)"}, {"compression": "cat"},
+                                   {"format": "dir\n"}, {"size": "10; touch /tmp/canary"}, {"size": True},
+                                   {"dest": "/s/layers/sha256/../../../etc"}, {"dest": "/etc/cd"}])
+def test_layer_values_that_select_code_are_refused(layer):
+    with pytest.raises(_render.RenderError):
+        _render.render_script(layer_plan(**layer))
+
+
+def test_layer_metadata_is_json_from_one_escaper():
+    nasty = 'sha256:"}, "size": 1, "x": "\n'
+    script = _render.render_script(layer_plan(diff_id=nasty, media_type="a'b\"c"))
+    start = script.index("unpack_layer '")
+    call = script[start + len("unpack_layer"):script.index("\n", script.index('"warnings"', start))]
+    out = subprocess.run(["sh", "-c", "set --%s; printf %%s \"$8\"" % call], stdout=subprocess.PIPE,
+                         check=True, universal_newlines=True).stdout
+    assert json.loads(out)["media_type"] == "a'b\"c" and json.loads(out)["diff_id"] == nasty
+    meta = json.loads(_render.layer_metadata(layer_plan(diff_id=nasty)["steps"][0]))
+    assert meta["diff_id"] == nasty and meta["size"] == 10 and meta["media_type"] is None
+
+
+def test_nul_has_no_shell_form():
+    with pytest.raises(_render.RenderError):
+        _render.shell_quote("a\x00b")
