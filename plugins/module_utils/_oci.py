@@ -217,12 +217,10 @@ def _values_at(value, keys, where):
     child = value.get(key) if isinstance(value, dict) else None
     where = "%s.%s" % (where, key) if where else key
     if not each:
-        for found in _values_at(child, keys[1:], where):
-            yield found
+        yield from _values_at(child, keys[1:], where)
     elif isinstance(child, list):
         for index, item in enumerate(child):
-            for found in _values_at(item, keys[1:], "%s[%d]" % (where, index)):
-                yield found
+            yield from _values_at(item, keys[1:], "%s[%d]" % (where, index))
 
 
 def spec_from_bundle(bundle_dir, lenient=False):

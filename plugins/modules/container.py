@@ -164,6 +164,7 @@ from ansible_collections.fromscratch.containerfs.plugins.module_utils import _pl
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _spec
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _spec_file
 
+
 def load_raw_spec(module):
     """The raw spec and the directory its relative paths are relative to."""
     params = module.params

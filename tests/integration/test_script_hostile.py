@@ -295,7 +295,7 @@ def test_two_runs_of_one_container(make_container, copy_rootfs):
     container = make_container(rootfs={"path": rootfs})
     started = time.time()
     for attempt in range(25):
-        pair = [_start(container.script, "sh", "-c", "echo ran; sleep 0.3") for _ in range(2)]
+        pair = [_start(container.script, "sh", "-c", "echo ran; sleep 0.3") for _side in range(2)]
         results = [p.communicate(timeout=30) + (p.returncode,) for p in pair]
         ran = [r for r in results if r[2] == 0 and "ran" in r[0]]
         locked = [r for r in results if r[2] != 0 and "lock" in r[1] and "ran" not in r[0]]
