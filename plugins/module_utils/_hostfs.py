@@ -52,6 +52,20 @@ def _within(path, base):
     return path == base or path.startswith(base.rstrip("/") + "/")
 
 
+def check_base_ours(path):
+    """The base the user gave (followed, as given: it may be a link such as /var/run) must
+    be a directory owned by us and not writable by group or others, as the script checks."""
+    _check_owner_and_mode(path, os.stat(path))
+
+
+def _check_owner_and_mode(path, st):
+    if st.st_uid != os.geteuid():
+        raise UnsafePathError(path, "is owned by uid %d, not by root" % st.st_uid)
+    if st.st_mode & 0o022:
+        raise UnsafePathError(path, "is writable by group or others (mode %04o)"
+                              % stat.S_IMODE(st.st_mode))
+
+
 def check_dir_ours(path, strict=True):
     """Refuse `path` unless it is a real directory; with strict, also unless it is owned
     by root (our euid) and not writable by group or others (nobody else can swap what is
@@ -61,11 +75,8 @@ def check_dir_ours(path, strict=True):
         raise UnsafePathError(path, "is a symlink")
     if not stat.S_ISDIR(st.st_mode):
         raise UnsafePathError(path, "is not a directory")
-    if strict and st.st_uid != os.geteuid():
-        raise UnsafePathError(path, "is owned by uid %d, not by root" % st.st_uid)
-    if strict and st.st_mode & 0o022:
-        raise UnsafePathError(path, "is writable by group or others (mode %04o)"
-                              % stat.S_IMODE(st.st_mode))
+    if strict:
+        _check_owner_and_mode(path, st)
 
 
 def make_dirs(path, mode=0o755, trusted=None, create=True):
@@ -83,6 +94,8 @@ def make_dirs(path, mode=0o755, trusted=None, create=True):
         if create:
             os.makedirs(trusted, mode)
             os.chmod(trusted, mode)
+    else:
+        check_base_ours(trusted)
     parts = [p for p in path[len(trusted):].split("/") if p]
     current = trusted
     for i, part in enumerate(parts):

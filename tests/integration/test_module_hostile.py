@@ -338,7 +338,7 @@ def test_a_state_dir_under_a_file_fails_naming_the_step(tmp_path, spec):
 def test_a_full_state_dir_fails_naming_the_step_and_leaves_no_temp(tmp_path, spec):
     state = spec["state_dir"]
     os.makedirs(state)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", state], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0755", "tmpfs", state], check=True)
     try:
         fd = os.open(os.path.join(state, "filler"), os.O_WRONLY | os.O_CREAT, 0o600)
         try:
