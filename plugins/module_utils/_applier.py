@@ -28,7 +28,9 @@ import stat
 import subprocess
 
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _hostfs
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _layout
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _mountinfo as mountinfo
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _mountopts as mountopts
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _plan
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _spec
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._plan import describe_step
@@ -40,8 +42,10 @@ CLONE_FLAGS = {"mnt": 0x00020000, "uts": 0x04000000, "ipc": 0x08000000, "net": 0
 SETNS_ORDER = ("cgroup", "ipc", "uts", "net", "mnt")
 MAX_SYMLINKS = 40
 # The host paths of a container, as container_paths() computes them, that a recorded plan
-# must hold before anything is read from or removed under them.
-RECORDED_PATHS = ("state", "run", "root", "upper", "work", "etc", "image_ref", "lock")
+# must hold before anything is read from or removed under them; the first plans recorded
+# held only these, the others are filled in when missing.
+FIRST_RECORDED_PATHS = ("state", "run", "root", "upper", "work", "etc", "image_ref")
+RECORDED_PATHS = FIRST_RECORDED_PATHS + tuple(k for k in _layout.CONTAINER_PATH_KEYS if k not in FIRST_RECORDED_PATHS)
 
 
 class ApplyError(Exception):
@@ -109,6 +113,7 @@ def _canonical(path, base):
 # Paths inside the container root
 # ---------------------------------------------------------------------------------------
 
+# Twin of the script's target_in_root (tests/integration/test_twins.py).
 def resolve_in_root(root, path, nofollow=False):
     """Join `path` to `root`, following symlinks as if root were / (absolute links restart
     at root, '..' stops at it): the result never leaves root. With nofollow, any symlink
@@ -162,12 +167,12 @@ def setns(path, kind):
 class Namespaces(object):
     """The pinned namespaces of one container under <run>/ns/."""
 
-    def __init__(self, plan, run_dir=None, run_base=None):
-        # run_dir: canonical (as mountinfo shows it); run_base: the run_dir the user gave,
-        # below which every component is ours.
+    def __init__(self, plan, run_dir=None, run_base=None, ns_dir=None):
+        # run_dir and ns_dir: canonical (as mountinfo shows them); run_base: the run_dir
+        # the user gave, below which every component is ours.
         self.run_dir = run_dir or plan["paths"]["run"]
         self.run_base = run_base or os.path.dirname(self.run_dir)
-        self.dir = os.path.join(self.run_dir, "ns")
+        self.dir = ns_dir or plan["paths"]["ns"]
         step = [s for s in plan["steps"] if s["op"] == "namespaces"][0]
         self.wanted = [n for n in step["namespaces"] if n["type"] in NS_FILES]
         self.propagation = step["propagation"]
@@ -177,7 +182,7 @@ class Namespaces(object):
         out = {}
         for ns in self.wanted:
             kind = NS_FILES[ns["type"]]
-            out[kind] = ns["path"] or os.path.join(self.dir, kind)
+            out[kind] = ns["path"] or _layout.ns_file(self.dir, kind)
         return out
 
     def pinned(self, host_mounts):
@@ -195,7 +200,7 @@ class Namespaces(object):
         run(["mount", "--make-private", self.dir])
         fresh = [ns["type"] for ns in self.wanted if ns["path"] is None]
         for kind in fresh:
-            path = os.path.join(self.dir, NS_FILES[kind])
+            path = _layout.ns_file(self.dir, NS_FILES[kind])
             if not os.path.exists(path):
                 os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
         # The kernel refuses (EINVAL) to bind a mount namespace that does not look newer
@@ -227,7 +232,7 @@ class Namespaces(object):
                 raise ApplyError("cannot create namespaces: %s" % " ".join(cmd),
                                  detail=holder.stderr.read().decode("utf-8", "replace"))
             for kind in fresh:
-                path = os.path.join(self.dir, NS_FILES[kind])
+                path = _layout.ns_file(self.dir, NS_FILES[kind])
                 run(["mount", "--bind", "/proc/%d/ns/%s" % (holder.pid, NS_FILES[kind]), path])
         finally:
             holder.stdin.close()
@@ -258,6 +263,13 @@ class Namespaces(object):
 # Root steps: one check and one action per kind
 # ---------------------------------------------------------------------------------------
 
+# The plan's step kinds the applier handles outside RootSteps: on the host (Applier's
+# host steps; namespaces by Namespaces), and those of a started process, left to start.
+# Every other kind needs a check_ and a do_ in RootSteps (tests/unit/test_plan.py).
+HOST_STEP_KINDS = ("unpack_layer", "write_file", "copy_file", "make_dir", "namespaces")
+STARTED_STEP_KINDS = ("pivot_root", "root_propagation", "exec")
+
+
 class RootSteps(object):
     """Checks and applies root-phase steps from inside the container's namespaces."""
 
@@ -280,16 +292,17 @@ class RootSteps(object):
         return top is not None and _same_file(self.root, step["source"])
 
     def do_mount_rootfs(self, step):
+        options = mountopts.option_string(step["options"])
         if step["kind"] == "overlay":
-            run(["mount", "-t", "overlay", "-o", ",".join(step["options"]), "overlay", self.root])
+            run(["mount", "-t", "overlay", "-o", options, "overlay", self.root])
         else:
-            run(["mount", "--rbind", step["source"], self.root])
+            run(["mount", "--no-canonicalize", "-o", options, step["source"], self.root])
 
     # -- mount ---------------------------------------------------------------------
     def check_mount(self, step):
         target = self.target(step)
         top = mountinfo.top_mount(self.mounts, target)
-        if top is None or not mountinfo.wanted_flags(step["options"]) <= top["options"]:
+        if top is None or not _has_flags(top, step["options"]):
             return False
         if step["fstype"] == "bind":
             return _same_file(target, step["source"])
@@ -298,9 +311,17 @@ class RootSteps(object):
     def do_mount(self, step):
         target = self.target(step)
         _make_mount_point(target, step["create"], step["source"])
-        options = ",".join(step["options"]) or "defaults"
         fstype = "none" if step["fstype"] == "bind" else step["fstype"]
-        run(["mount", "--no-canonicalize", "-t", fstype, "-o", options, step["source"], target])
+        run(["mount", "--no-canonicalize", "-t", fstype, "-o", mountopts.option_string(step["options"]),
+             step["source"], target])
+
+    # -- remount_readonly: read-only once everything below exists (finalizeRootfs) ----
+    def check_remount_readonly(self, step):
+        top = mountinfo.top_mount(self.mounts, self.target(step))
+        return top is not None and _has_flags(top, step["options"])
+
+    def do_remount_readonly(self, step):
+        run(["mount", "--no-canonicalize", "-o", mountopts.option_string(step["options"]), self.target(step)])
 
     # -- cgroup --------------------------------------------------------------------
     def check_cgroup(self, step):
@@ -310,22 +331,22 @@ class RootSteps(object):
     def do_cgroup(self, step):
         target = self.target(step)
         _make_mount_point(target, "dir", None)
-        options = ",".join(step["options"])
+        options = step["options"]
         if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
-            run(["mount", "-t", "cgroup2", "-o", options, "cgroup2", target])
+            run(["mount", "-t", "cgroup2", "-o", mountopts.option_string(options), "cgroup2", target])
             return
-        tmpfs_options = ",".join(step["v1_tmpfs_options"])
-        run(["mount", "-t", "tmpfs", "-o", tmpfs_options, "tmpfs", target])
+        run(["mount", "-t", "tmpfs", "-o", mountopts.option_string(step["v1_tmpfs_options"]), "tmpfs", target])
         for controllers, path in _v1_hierarchies():
             where = os.path.join(target, controllers.replace("name=", ""))
             os.mkdir(where, 0o755)
             if step["cgroupns"]:
-                run(["mount", "-t", "cgroup", "-o", "%s,%s" % (options, controllers), "cgroup", where])
+                run(["mount", "-t", "cgroup", "-o", ",".join(mountopts.words(options) + [controllers]),
+                     "cgroup", where])
             else:
                 source = "/sys/fs/cgroup/%s%s" % (controllers.replace("name=", ""), path)
-                run(["mount", "--bind", "-o", "bind," + options, source, where])
-        if step["v1_tmpfs_readonly"]:
-            run(["mount", "-o", "remount,ro," + tmpfs_options, target])
+                run(["mount", "-o", mountopts.option_string(step["v1_bind_options"]), source, where])
+        if step["v1_tmpfs_remount"]:
+            run(["mount", "-o", mountopts.option_string(step["v1_tmpfs_remount"]), target])
 
     # -- devices -------------------------------------------------------------------
     def check_mknod(self, step):
@@ -383,28 +404,17 @@ class RootSteps(object):
     def check_readonly_path(self, step):
         target = self.target(step)
         top = mountinfo.top_mount(self.mounts, target)
-        return not os.path.exists(target) or (top is not None and "ro" in top["options"])
+        return not os.path.exists(target) or (top is not None and _has_flags(top, step["options"]))
 
     def do_readonly_path(self, step):
-        # A bind remount sets exactly the flags it is given: keep the nosuid, nodev and
-        # noexec of the filesystem the path lies on (runc does), from the plan when it
-        # knows them, else from the live mount table.
+        # A bind remount sets exactly the flags it is given: the plan's options keep the
+        # nosuid, nodev and noexec of the filesystem the path lies on when it knows them;
+        # else (keep_live_flags) they come from the live mount table, as runc's statfs.
         target = self.target(step)
-        if step.get("lies_on"):
-            keep = step["lies_on"]["flags"]
-        else:
-            keep = sorted(self._lies_on(target)["options"] & set(("nosuid", "nodev", "noexec")))
-        run(["mount", "--no-canonicalize", "--rbind", "-o", ",".join(["bind", "ro"] + keep),
-             target, target])
-
-    def _lies_on(self, path):
-        """The live mount a path lies on: the last mounted whose mount point holds it."""
-        found = None
-        for entry in self.mounts:
-            point = entry["mount_point"]
-            if point == "/" or path == point or path.startswith(point.rstrip("/") + "/"):
-                found = entry
-        return found
+        options = step["options"]
+        if step["keep_live_flags"]:
+            options = mountopts.with_flags(options, *lies_on_flags(self.mounts, target))
+        run(["mount", "--no-canonicalize", "-o", mountopts.option_string(options), target, target])
 
     def check_mask_path(self, step):
         target = self.target(step)
@@ -412,14 +422,14 @@ class RootSteps(object):
             return True
         top = mountinfo.top_mount(self.mounts, target)
         if os.path.isdir(target):
-            return top is not None and top["fstype"] == "tmpfs" and "ro" in top["options"]
+            return top is not None and top["fstype"] == "tmpfs" and _has_flags(top, step["options"])
         st = os.stat(target)
         return top is not None and stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(1, 3)
 
     def do_mask_path(self, step):
         target = self.target(step)
         if os.path.isdir(target):
-            run(["mount", "--no-canonicalize", "-t", "tmpfs", "-o", ",".join(step["dir_options"]),
+            run(["mount", "--no-canonicalize", "-t", "tmpfs", "-o", mountopts.option_string(step["options"]),
                  "tmpfs", target])
         else:
             null = resolve_in_root(self.root, "/dev/null", nofollow=True)
@@ -427,15 +437,34 @@ class RootSteps(object):
             if not stat.S_ISCHR(st.st_mode) or st.st_rdev != os.makedev(1, 3):
                 raise ApplyError("/dev/null in the container is not the null device (char 1:3); "
                                  "refusing to mask with it", step=step["path"])
-            run(["mount", "--no-canonicalize", "--bind", null, target])
+            run(["mount", "--no-canonicalize", "-o", mountopts.option_string(step["file_options"]), null, target])
 
     # -- read-only root ------------------------------------------------------------
     def check_remount_root_readonly(self, step):
         top = mountinfo.top_mount(self.mounts, self.root)
-        return top is not None and "ro" in top["options"]
+        return top is not None and _has_flags(top, step["options"])
 
     def do_remount_root_readonly(self, step):
-        run(["mount", "--no-canonicalize", "-o", "remount,bind,ro", self.root])
+        run(["mount", "--no-canonicalize", "-o", mountopts.option_string(step["options"]), self.root])
+
+
+def _has_flags(entry, options):
+    """The drift check of a mount: the live mount has the per-mount flags the typed
+    options set (mountinfo shows ro, nosuid, nodev, noexec)."""
+    return set(mountopts.checked_flags(options)) <= entry["options"]
+
+
+# Twin of the script's inherited_flags (tests/integration/test_twins.py): the nosuid, nodev
+# and noexec of the live mount a path lies on.
+def lies_on_flags(mounts, path):
+    """The nosuid/nodev/noexec of the live mount `path` lies on: the last mounted whose
+    mount point holds it (mountinfo lists mounts in mount order)."""
+    found = None
+    for entry in mounts:
+        point = entry["mount_point"]
+        if point == "/" or path == point or path.startswith(point.rstrip("/") + "/"):
+            found = entry
+    return [flag for flag in ("nosuid", "nodev", "noexec") if found and flag in found["options"]]
 
 
 def _same_file(a, b):
@@ -446,8 +475,10 @@ def _same_file(a, b):
     return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
+# Twin of the script's make_target (tests/integration/test_twins.py).
 def _make_mount_point(target, create, source):
-    """A directory, or an empty file for a bind of a file; never through a symlink."""
+    """A directory, or an empty file for a bind of a file; never through a symlink, and
+    never a directory where a file is or a file where a directory is."""
     if create == "match_source":
         if not os.path.exists(source):
             raise ApplyError("bind source %s does not exist" % source)
@@ -455,8 +486,12 @@ def _make_mount_point(target, create, source):
     if os.path.islink(target):
         raise ApplyError("mount point %s is a symlink" % target)
     if create == "dir":
+        if os.path.exists(target) and not os.path.isdir(target):
+            raise ApplyError("mount point %s is not a directory, but the source is one" % target)
         if not os.path.isdir(target):
             os.makedirs(target, 0o755)
+    elif os.path.isdir(target):
+        raise ApplyError("mount point %s is a directory, but the source is a file" % target)
     elif not os.path.exists(target):
         parent = os.path.dirname(target)
         if not os.path.isdir(parent):
@@ -520,8 +555,8 @@ def recorded_plan(state_dir, name, run_dir=None):
     state_dir = check_host_dir(state_dir, "state_dir")
     if run_dir is not None:
         run_dir = check_host_dir(run_dir, "run_dir")
-    state = os.path.join(state_dir, "containers", name)
-    path = os.path.join(state, "plan.json")
+    state = _layout.container_state(state_dir, name)
+    path = _layout.container_record(state_dir, name)
     try:
         if _hostfs.make_dirs(state, trusted=state_dir, create=False):
             return None
@@ -554,7 +589,8 @@ def _check_recorded(plan, name, state_dir, run_dir, source):
         except ApplyError as exc:
             refuse(str(exc))
     want = _expected_paths(name, state_dir, run_dir, paths)
-    paths.setdefault("lock", want["lock"])  # plans recorded before the lock existed
+    for key in set(RECORDED_PATHS) - set(FIRST_RECORDED_PATHS):
+        paths.setdefault(key, want[key])  # plans recorded before the key existed
     for key in RECORDED_PATHS:
         got = paths.get(key)
         if (got and os.path.normpath(got)) != want[key]:
@@ -566,11 +602,8 @@ def _check_recorded(plan, name, state_dir, run_dir, source):
 def _expected_paths(name, state_dir, run_dir, recorded):
     """container_paths() for a name, state and run dir, with what a plan may choose
     itself: the rootfs of a container without overlay, and the store its reference is in."""
-    state = os.path.join(state_dir, "containers", name)
     ref = recorded.get("image_ref")
-    store = state_dir
-    if ref and os.path.dirname(os.path.normpath(ref)) != state:
-        store = os.path.dirname(os.path.dirname(os.path.normpath(ref)))
+    store = ref and _layout.store_of_ref(ref, _layout.container_state(state_dir, name))
     overlay = recorded.get("upper") is not None
     root = recorded.get("root")
     if not overlay:
@@ -579,7 +612,7 @@ def _expected_paths(name, state_dir, run_dir, recorded):
         except ApplyError:
             root = None  # so refused below
     spec = {"name": name, "state_dir": state_dir, "run_dir": run_dir,
-            "rootfs": {"overlay": overlay, "path": root, "image": {"store": store} if ref else None}}
+            "rootfs": {"overlay": overlay, "path": root, "image": {"store": store} if store else None}}
     want = _plan.container_paths(spec)
     return dict((k, v and os.path.normpath(v)) for k, v in want.items())
 
@@ -601,8 +634,9 @@ class Applier(object):
         run_dir = _canonical(paths["run"], self.run_base)
         self.root = (_canonical(paths["root"], self.run_base) if _within(paths["root"], paths["run"])
                      else os.path.realpath(paths["root"]))
-        self.namespaces = Namespaces(plan, run_dir, os.path.realpath(self.run_base))
-        self.record = os.path.join(paths["state"], "plan.json")
+        self.namespaces = Namespaces(plan, run_dir, os.path.realpath(self.run_base),
+                                     _canonical(paths["ns"], self.run_base))
+        self.record = paths["record"]
 
     def locked(self, timeout, shared=False):
         """The per-container lock (the script takes the same file with flock(1))."""
@@ -692,11 +726,11 @@ class Applier(object):
         collection holds from reading the references to deleting: our reference is written
         first, so a layer seen here stays. Returns True when it was (or would be) added."""
         from ansible_collections.fromscratch.containerfs.plugins.module_utils import _image_store
+        store = _image_store.ImageStore(self.plan["paths"]["store"])
         if self.check_mode:
-            return not (os.path.isdir(step["dest"]) and os.path.isfile(step["dest"] + ".json"))
-        store_root = os.path.dirname(os.path.dirname(os.path.dirname(step["dest"])))
+            return not store.has_layer(step["diff_id"])
         try:
-            got = _image_store.ImageStore(store_root).add_layer(
+            got = store.add_layer(
                 step["source"], step["format"], step["blob"], digest=step["digest"],
                 size=step["size"], diff_id=step["diff_id"], compression=step["compression"] or None,
                 media_type=step.get("media_type"), index=index)

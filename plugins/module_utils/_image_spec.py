@@ -28,6 +28,7 @@ import os
 import re
 
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _blob
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _layout
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _image_source
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image_errors import ImageError
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import (
@@ -152,7 +153,7 @@ def _image_volumes(raw, targets):
         if clean in taken or clean == "/" or ".." in clean.split("/"):
             continue
         dirname = re.sub(r"[^A-Za-z0-9._-]", "_", clean.strip("/"))
-        volumes.append({"source": os.path.join(state, "containers", name, "volumes", dirname),
+        volumes.append({"source": _layout.image_volume(state, name, dirname),
                         "target": clean, "create": True})
 
 

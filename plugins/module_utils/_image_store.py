@@ -6,10 +6,11 @@ PRIVATE to the collection: it can have breaking changes at any time. Standard li
 only, no ``ansible.*`` import: the module on the targets and the CLI (Python 3 + jinja2 +
 pyyaml) both import it. Errors are typed (`ImageError` and subclasses), never exits.
 
-Store layout (root defaults to /var/lib/containerfs)::
+Store layout (root defaults to /var/lib/containerfs; the paths: _layout.StoreLayout)::
 
     layers/sha256/<diff_id hex>/       unpacked layer, shared by every image (0700 parent)
-    layers/sha256/<diff_id hex>.json   metadata; its presence means "complete and verified"
+    layers/sha256/<diff_id hex>.json   metadata (_layout.layer_metadata); its presence
+                                       means "complete and verified"
     images/<name>.json                 image record: layers (bottom first), manifest and
                                        config digests, config defaults
     refs/*.json, containers/*/image.json  other users of layers (never garbage-collected)
@@ -26,17 +27,12 @@ import os
 import re
 import shutil
 import tempfile
-import time
-
-try:
-    from urllib.parse import quote, unquote
-except ImportError:  # pragma: no cover
-    from urllib import quote, unquote
 
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _blob
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _flatten
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _hostfs
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _layers
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _layout
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image_errors import (
     ImageError, ImageInputError,
 )
@@ -44,12 +40,11 @@ from ansible_collections.fromscratch.containerfs.plugins.module_utils._image_err
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image_errors import (  # noqa: F401 pylint: disable=unused-import
     ImageNotFoundError, LayerVerifyError,
 )
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import DEFAULT_STATE_DIR
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image_source import (
     FORMATS, layer_name, layer_opener, resolve,
 )
 
-DEFAULT_ROOT = DEFAULT_STATE_DIR  # the store is the state dir unless told otherwise
+DEFAULT_ROOT = _layout.DEFAULT_STATE_DIR  # the store is the state dir unless told otherwise
 RECORD_SCHEMA = 1
 # The argument spec of the image module, beside the model it feeds (the CLI reuses the
 # format list): options and their rules in one place.
@@ -75,7 +70,8 @@ NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+/-]{0,254}")  # fullmatch: `$` 
 # --------------------------------------------------------------------------- helpers
 
 def _write_json(path, data):
-    """Atomically (a unique temp name whose end is not .json, so no reader lists it)."""
+    """Atomically (_hostfs.write_file: a unique temp name whose end is not .json, so no
+    reader lists it; fsynced)."""
     _hostfs.write_file(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
@@ -104,11 +100,12 @@ class ImageStore(object):
                      "layers", "rootfs", "config")
 
     def __init__(self, root=DEFAULT_ROOT):
-        self.root = os.path.abspath(root or DEFAULT_ROOT)
-        self.layers_dir = os.path.join(self.root, "layers", "sha256")
-        self.images_dir = os.path.join(self.root, "images")
-        self.refs_dir = os.path.join(self.root, "refs")
-        self.containers_dir = os.path.join(self.root, "containers")
+        self.layout = _layout.StoreLayout(root or DEFAULT_ROOT)
+        self.root = self.layout.root
+        self.layers_dir = self.layout.layers_dir
+        self.images_dir = self.layout.images_dir
+        self.refs_dir = self.layout.refs_dir
+        self.containers_dir = self.layout.containers_dir
 
     # -- naming
     @staticmethod
@@ -120,13 +117,13 @@ class ImageStore(object):
         return name
 
     def record_path(self, name):
-        return os.path.join(self.images_dir, quote(self.check_name(name), safe="@:+-_.") + ".json")
+        return self.layout.image_record(self.check_name(name))
 
     def layer_path(self, diff_id):
-        return os.path.join(self.layers_dir, _hex(diff_id))
+        return self.layout.layer(diff_id)
 
     def layer_meta_path(self, diff_id):
-        return self.layer_path(diff_id) + ".json"
+        return self.layout.layer_meta(diff_id)
 
     # -- queries
     def image(self, name):
@@ -138,7 +135,8 @@ class ImageStore(object):
             files = sorted(os.listdir(self.images_dir))
         except FileNotFoundError:
             return []
-        return [unquote(f[:-5]) for f in files if f.endswith(".json") and ".tmp-" not in f]
+        names = [self.layout.image_name(f) for f in files]
+        return [n for n in names if n is not None]
 
     def has_layer(self, diff_id):
         """A layer counts as present (and verified) when its dir and its metadata exist."""
@@ -224,8 +222,7 @@ class ImageStore(object):
         except FileNotFoundError:
             pass
         try:
-            files += [os.path.join(self.containers_dir, c, "image.json")
-                      for c in sorted(os.listdir(self.containers_dir))]
+            files += [self.layout.container_image_ref(c) for c in sorted(os.listdir(self.containers_dir))]
         except FileNotFoundError:
             pass
         return files
@@ -242,7 +239,7 @@ class ImageStore(object):
         _hostfs.make_dirs(self.root, 0o755)
         _hostfs.make_dirs(self.layers_dir, 0o700, trusted=self.root)
         _hostfs.make_dirs(self.images_dir, 0o755, trusted=self.root)
-        fd = os.open(os.path.join(self.root, ".lock"),
+        fd = os.open(self.layout.lock,
                      os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -255,7 +252,7 @@ class ImageStore(object):
         """Leftovers of an interrupted run (we hold the lock: nobody else is writing). A
         symlink among them is unlinked, never followed."""
         for n in os.listdir(self.layers_dir):
-            if n.startswith(".tmp-"):
+            if self.layout.is_temp(n):
                 _hostfs.remove_tree(os.path.join(self.layers_dir, n))
         for diff_id in self._dirs_without_meta():
             _hostfs.remove_tree(self.layer_path(diff_id))
@@ -264,7 +261,7 @@ class ImageStore(object):
         out = []
         for n in os.listdir(self.layers_dir):
             if re.fullmatch(r"[0-9a-f]{64}", n) and not os.path.isfile(
-                    os.path.join(self.layers_dir, n + ".json")):
+                    self.layer_meta_path("sha256:" + n)):
                 out.append("sha256:" + n)
         return out
 
@@ -369,7 +366,7 @@ class ImageStore(object):
                                           _blob.progress_adapter(progress, size or 0))
 
     def _unpack_layer(self, image, layer, index, opener, step):
-        tmp = tempfile.mkdtemp(prefix=".tmp-", dir=self.layers_dir)
+        tmp = tempfile.mkdtemp(prefix=_layout.TEMP_PREFIX, dir=self.layers_dir)
         try:
             os.chmod(tmp, 0o755)
             f = opener(layer)
@@ -390,12 +387,9 @@ class ImageStore(object):
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        _write_json(self.layer_meta_path(got["diff_id"]), {
-            "diff_id": got["diff_id"], "digest": layer["digest"] or got["digest"],
-            "size": got["size"], "media_type": layer["media_type"],
-            "compression": got["compression"], "warnings": got["warnings"],
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        })
+        _hostfs.write_file(self.layer_meta_path(got["diff_id"]), _layout.layer_metadata_text(
+            _layout.layer_metadata(got["diff_id"], layer["digest"] or got["digest"], got["size"],
+                                   layer["media_type"], got["compression"], got["warnings"])))
         got["added"] = True
         return got
 
@@ -432,7 +426,7 @@ class ImageStore(object):
         for diff_id in self.unused_layers() if doomed is None else doomed:
             # metadata first: a dir without it is "incomplete" and never used
             os.unlink(self.layer_meta_path(diff_id))
-            doomed = os.path.join(self.layers_dir, ".tmp-rm-" + _hex(diff_id))
+            doomed = self.layout.temp("rm-" + _hex(diff_id))
             os.rename(self.layer_path(diff_id), doomed)
             _hostfs.remove_tree(doomed)
             removed.append(diff_id)

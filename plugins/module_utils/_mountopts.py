@@ -57,40 +57,111 @@ RUNTIME_WORDS = ("tmpcopyup", "idmap", "ridmap", "copy-symlink", "src-nofollow",
 FILESYSTEM_TYPES = ("proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2", "bind", "none")
 
 
-def split_options(options):
-    """Split option words into (flag words, propagation words, data words), keeping order."""
-    flags, propagation, data = [], [], []
-    for word in options:
-        if word in FLAG_WORDS or word in RECURSIVE_WORDS:
-            flags.append(word)
-        elif word in PROPAGATION_WORDS:
-            propagation.append(word)
-        else:
-            data.append(word)
-    return flags, propagation, data
+# Per-mount flags that mountinfo shows (its 6th field) and a plan can ask for.
+CHECKED_FLAGS = ("ro", "nosuid", "nodev", "noexec")
 
 
 def is_bind(options):
     return "bind" in options or "rbind" in options
 
 
-def is_readonly(options):
-    """True when the last ro/rw word says ro (option strings apply in order; last wins)."""
-    state = False
+# ---------------------------------------------------------------------------------------
+# The typed form: option words parsed once, at plan time. Back-ends read its fields and
+# turn it back into words (`words`) only for a command line or an fstab line.
+# ---------------------------------------------------------------------------------------
+
+def parse(options):
+    """Option words -> the typed form, a JSON-able dict:
+
+    bind         None, "bind" or "rbind" (recursive bind)
+    set, clear   flag words that set / clear a mount flag (MS_*), the last word for a flag
+                 winning, as in an option string ("ro,rw" is rw: clear ["rw"])
+    recursive    the r* attribute words (rro, rnosuid...), the last per attribute
+    propagation  one propagation word, or None (the last one given)
+    data         everything else: filesystem data (size=, mode=, newinstance, lowerdir=...)
+    """
+    typed = empty()
     for word in options:
-        if word in ("ro", "rro"):
-            state = True
-        elif word in ("rw", "rrw"):
-            state = False
-    return state
+        if word in ("bind", "rbind"):
+            typed["bind"] = "rbind" if "rbind" in (word, typed["bind"]) else "bind"
+        elif word in FLAG_WORDS:
+            _set_flag(typed, word)
+        elif word in RECURSIVE_WORDS:
+            attribute = _recursive_attribute(word)
+            typed["recursive"] = [w for w in typed["recursive"] if _recursive_attribute(w) != attribute] + [word]
+        elif word in PROPAGATION_WORDS:
+            typed["propagation"] = word
+        else:
+            typed["data"].append(word)
+    return typed
+
+
+def empty():
+    return {"bind": None, "set": [], "clear": [], "recursive": [], "propagation": None, "data": []}
+
+
+def _set_flag(typed, word):
+    flag, clears = FLAG_WORDS[word]
+    typed["set"] = [w for w in typed["set"] if FLAG_WORDS[w][0] != flag]
+    typed["clear"] = [w for w in typed["clear"] if FLAG_WORDS[w][0] != flag]
+    typed["clear" if clears else "set"].append(word)
+
+
+def _recursive_attribute(word):
+    """rro and rrw name one attribute (MS_RDONLY), as do rnosuid and rsuid..."""
+    return FLAG_WORDS[word[1:]][0]
+
+
+def with_flags(typed, *words):
+    """A copy of `typed` with flag words applied after its own (the last word wins)."""
+    out = copy_of(typed)
+    for word in words:
+        _set_flag(out, word)
+    return out
+
+
+def without_flags(typed, *words):
+    """A copy of `typed` where the flags of `words` are left as the kernel's default."""
+    out = copy_of(typed)
+    flags = set(FLAG_WORDS[w][0] for w in words)
+    out["set"] = [w for w in out["set"] if FLAG_WORDS[w][0] not in flags]
+    out["clear"] = [w for w in out["clear"] if FLAG_WORDS[w][0] not in flags]
+    return out
+
+
+def copy_of(typed):
+    return dict((key, list(value) if isinstance(value, list) else value) for key, value in typed.items())
+
+
+def is_readonly(typed):
+    return "ro" in typed["set"]
+
+
+def checked_flags(typed):
+    """The per-mount flags of CHECKED_FLAGS this typed form sets (what mountinfo shows)."""
+    return [w for w in CHECKED_FLAGS if w in typed["set"]]
+
+
+def words(typed):
+    """The one way back to option words, for `mount -o` and fstab: bind word, flags set,
+    flags cleared, recursive attributes, data, propagation ("defaults" when empty)."""
+    out = ([typed["bind"]] if typed["bind"] else []) + typed["set"] + typed["clear"]
+    out += typed["recursive"] + typed["data"]
+    out += [typed["propagation"]] if typed["propagation"] else []
+    return out
+
+
+def option_string(typed):
+    return ",".join(words(typed)) or "defaults"
+
+
+def unshare_propagation(word):
+    """unshare(1) --propagation takes slave, shared, private or unchanged and always acts
+    recursively: the word for a recursive propagation word of the plan."""
+    return word[1:] if word.startswith("r") else word
 
 
 def wanted_flags(options):
-    """The nosuid/nodev/noexec/ro flags that option words leave set (last word wins)."""
-    flags = set()
-    for word in options:
-        if word in ("ro", "nosuid", "nodev", "noexec"):
-            flags.add(word)
-        elif word in ("rw", "suid", "dev", "exec"):
-            flags.discard("ro" if word == "rw" else "no" + word)
-    return flags
+    """Old word-level helper kept only for _mountinfo.wanted_flags (no back-end uses
+    either any more): the checked flags option words leave set."""
+    return set(checked_flags(parse(options)))

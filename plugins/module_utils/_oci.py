@@ -430,29 +430,31 @@ def _import_mount(imp, where, item, bundle_dir):
 
 
 def _as_volume(entry):
-    """The volume whose plan step is exactly this mount, or None."""
-    options = list(entry["options"])
-    if entry["type"] == "bind" and options and options[0] in ("bind", "rbind") \
-            and options[-1] in mountopts.PROPAGATION_WORDS:
-        volume = {"type": "bind", "source": entry["source"], "target": entry["target"],
-                  "recursive": options[0] == "rbind", "propagation": options[-1]}
-        middle = options[1:-1]
-        volume["readonly"] = bool(middle) and middle[0] == "ro"
-        volume["options"] = middle[1:] if volume["readonly"] else middle
-        if any(mountopts.is_bind([w]) or w in mountopts.PROPAGATION_WORDS for w in middle):
-            return None
-        return volume
-    if entry["type"] == "tmpfs" and entry["source"] == "tmpfs" and options[:2] == ["nosuid", "nodev"]:
-        volume = {"type": "tmpfs", "target": entry["target"]}
-        rest = options[2:]
-        volume["readonly"] = bool(rest) and rest[0] == "ro"
-        rest = rest[1:] if volume["readonly"] else rest
+    """The volume whose plan step is exactly this mount, or None (read from the typed
+    options, so the order of the words does not matter)."""
+    words = list(entry["options"])
+    options = mountopts.parse(words)
+    if len([w for w in words if w in mountopts.PROPAGATION_WORDS or mountopts.is_bind([w])]) > 2:
+        return None  # two propagations or two bind words: no volume writes that
+    readonly = mountopts.is_readonly(options)
+    rest = mountopts.without_flags(options, "ro") if readonly else options
+    if entry["type"] == "bind" and options["bind"] and options["propagation"]:
+        rest = dict(rest, bind=None, propagation=None)
+        return {"type": "bind", "source": entry["source"], "target": entry["target"],
+                "recursive": options["bind"] == "rbind", "propagation": options["propagation"],
+                "readonly": readonly, "options": mountopts.words(rest)}
+    if entry["type"] == "tmpfs" and entry["source"] == "tmpfs" and not options["bind"] \
+            and not options["propagation"] and rest["set"][:2] == ["nosuid", "nodev"]:
+        volume = {"type": "tmpfs", "target": entry["target"], "readonly": readonly}
+        rest = dict(rest, set=rest["set"][2:])
         for key in ("mode", "size"):
-            if rest and rest[-1].startswith(key + "="):
-                volume[key] = rest.pop()[len(key) + 1:]
-        if any(w.startswith(("size=", "mode=")) for w in rest) or "ro" in rest:
-            return None
-        volume["options"] = rest
+            found = [w for w in rest["data"] if w.startswith(key + "=")]
+            if len(found) > 1:
+                return None
+            if found:
+                volume[key] = found[0][len(key) + 1:]
+                rest["data"] = [w for w in rest["data"] if w != found[0]]
+        volume["options"] = mountopts.words(rest)
         return volume
     return None
 
@@ -483,13 +485,13 @@ def export_bundle(spec, bundle_dir):
     for step in plan["steps"]:
         if step["op"] == "cgroup":
             mounts.append({"destination": step["target"], "type": "cgroup", "source": "cgroup",
-                           "options": list(step["options"])})
+                           "options": mountopts.words(step["options"])})
         elif step["op"] == "mount":
             source = step["source"]
             if step["fstype"] == "bind" and os.path.dirname(source) == etc_dir:
                 source = os.path.join(bundle_dir, "etc", os.path.basename(source))
             mounts.append({"destination": step["target"], "type": step["fstype"],
-                           "source": source, "options": list(step["options"])})
+                           "source": source, "options": _export_options(step)})
     config = {
         "ociVersion": OCI_VERSION,
         "root": {"path": spec["rootfs"]["path"], "readonly": spec["rootfs"]["readonly"]},
@@ -501,6 +503,15 @@ def export_bundle(spec, bundle_dir):
     if spec["hostname"]:
         config["hostname"] = spec["hostname"]
     return config, files
+
+
+def _export_options(step):
+    """A mount step's option words for config.json: the runtime mounts read-only what the
+    plan makes read-only later (runc itself defers it, in finalizeRootfs)."""
+    options = step["options"]
+    if step.get("readonly_later"):
+        options = mountopts.with_flags(options, "ro")
+    return mountopts.words(options)
 
 
 def _annotation_of(spec):

@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _layout
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _mountopts as mountopts
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import DEFAULT_DEV_SYMLINKS
 
@@ -33,12 +34,26 @@ PLAN_VERSION = 1
 # Step kinds, in the order a reader meets them. Each back-end has one handler per kind.
 STEP_KINDS = (
     "unpack_layer", "write_file", "copy_file", "make_dir", "namespaces", "mount_rootfs", "mount", "cgroup",
-    "mknod", "symlink", "hostname", "workdir", "readonly_path", "mask_path", "remount_root_readonly",
-    "pivot_root", "root_propagation", "exec",
+    "mknod", "symlink", "hostname", "workdir", "remount_readonly", "readonly_path", "mask_path",
+    "remount_root_readonly", "pivot_root", "root_propagation", "exec",
 )
 
-CGROUP_V1_TMPFS_OPTIONS = ("nosuid", "nodev", "noexec", "mode=755")
-MASK_DIR_OPTIONS = ("ro", "nosuid", "nodev", "noexec", "nr_blocks=1", "nr_inodes=1")
+# Mount-like steps: each carries its options in the typed form of _mountopts.parse().
+MOUNT_STEPS = ("mount_rootfs", "mount", "cgroup", "remount_readonly", "readonly_path", "mask_path",
+               "remount_root_readonly")
+
+# The options of what the plan mounts itself, typed once here (runc's values).
+CGROUP_V1_TMPFS_OPTIONS = mountopts.parse(["nosuid", "nodev", "noexec", "mode=755"])
+MASK_DIR_OPTIONS = mountopts.parse(["ro", "nosuid", "nodev", "noexec", "nr_blocks=1", "nr_inodes=1"])
+MASK_FILE_OPTIONS = mountopts.parse(["bind"])
+ROOTFS_BIND_OPTIONS = mountopts.parse(["rbind"])
+ETC_BIND_OPTIONS = mountopts.parse(["bind"])
+# A bind remount sets exactly the flags it is given (the rest are added per step).
+READONLY_PATH_OPTIONS = mountopts.parse(["rbind", "ro"])
+ROOT_READONLY_OPTIONS = mountopts.parse(["bind", "remount", "ro"])
+# The propagation of / in the new mount namespace: rslave, as runc: no mount event leaks
+# back to the host, host->container still flows.
+NAMESPACE_PROPAGATION = "rslave"
 
 
 def spec_digest(spec):
@@ -49,7 +64,7 @@ def spec_digest(spec):
 
 def layer_dir(store, diff_id):
     """Where the image store keeps an unpacked layer (shared by every container)."""
-    return os.path.join(store, "layers", "sha256", diff_id.split(":", 1)[-1])
+    return _layout.StoreLayout(store).layer(diff_id)
 
 
 def lower_dirs(rootfs):
@@ -64,29 +79,12 @@ def lower_dirs(rootfs):
 
 
 def container_paths(spec):
-    """Host paths the container uses: its state dir, run dir and rootfs mount point."""
-    state = os.path.join(spec["state_dir"], "containers", spec["name"])
-    run = os.path.join(spec["run_dir"], spec["name"])
-    overlay = spec["rootfs"]["overlay"]
-    image = spec["rootfs"]["image"]
-    image_ref = None
-    if image is not None:
-        image_ref = os.path.join(state, "image.json")
-        if os.path.normpath(image["store"]) != os.path.normpath(spec["state_dir"]):
-            key = hashlib.sha256(state.encode("utf-8")).hexdigest()[:12]
-            image_ref = os.path.join(image["store"], "refs", "container-%s-%s.json" % (spec["name"], key))
-    return {
-        "state": state,
-        "image_ref": image_ref,
-        "run": run,
-        # One lock per container, taken by the script and the modules around set-up, start
-        # and removal; beside the run dir, which removal deletes.
-        "lock": os.path.join(spec["run_dir"], spec["name"] + ".lock"),
-        "upper": os.path.join(state, "upper") if overlay else None,
-        "work": os.path.join(state, "work") if overlay else None,
-        "root": os.path.join(run, "rootfs") if overlay else spec["rootfs"]["path"],
-        "etc": os.path.join(state, "etc"),
-    }
+    """Host paths the container uses (the table in _layout): state, run dir, rootfs..."""
+    rootfs = spec["rootfs"]
+    image = rootfs["image"]
+    return _layout.container_paths(spec["name"], spec["state_dir"], spec["run_dir"],
+                                   overlay=rootfs["overlay"], rootfs_path=rootfs["path"],
+                                   store=image["store"] if image is not None else None)
 
 
 def _step(op, phase, why, **fields):
@@ -141,14 +139,14 @@ def _host_files(spec, paths):
     etc = spec["etc"]
     if etc["hostname"] and spec["hostname"]:
         steps.append(_step("write_file", "host", "the container's /etc/hostname",
-                           path=os.path.join(paths["etc"], "hostname"),
+                           path=_layout.etc_file(paths, "hostname"),
                            content=spec["hostname"] + "\n", mode="0644"))
     if etc["hosts"]:
         steps.append(_step("write_file", "host", "the container's /etc/hosts",
-                           path=os.path.join(paths["etc"], "hosts"),
+                           path=_layout.etc_file(paths, "hosts"),
                            content=_hosts_content(spec), mode="0644"))
     if etc["resolv_conf"]:
-        target = os.path.join(paths["etc"], "resolv.conf")
+        target = _layout.etc_file(paths, "resolv.conf")
         if any(spec["dns"].values()):
             steps.append(_step("write_file", "host", "resolv.conf from the spec's dns settings",
                                path=target, content=_resolv_content(spec["dns"]), mode="0644"))
@@ -183,9 +181,12 @@ def _resolv_content(dns):
 
 
 def _enter_namespaces(spec):
-    # rslave, as runc: no mount event leaks back to the host, host->container still flows.
-    return [_step("namespaces", "host", "fresh namespaces; / becomes rslave so nothing leaks out",
-                  namespaces=spec["namespaces"], propagation="rslave")]
+    # fork: a fresh pid namespace gets its pid 1 from a forked child (unshare --fork), and
+    # that child dies with the one that made it (--kill-child).
+    fresh_pid = any(n["type"] == "pid" and not n["path"] for n in spec["namespaces"])
+    return [_step("namespaces", "host", "fresh namespaces; / becomes %s so nothing leaks out"
+                  % NAMESPACE_PROPAGATION, namespaces=spec["namespaces"],
+                  propagation=NAMESPACE_PROPAGATION, fork=fresh_pid)]
 
 
 def _rootfs(spec, paths):
@@ -195,10 +196,11 @@ def _rootfs(spec, paths):
         return [_step("mount_rootfs", "root", "overlay: writes go to the per-container upper dir",
                       kind="overlay", target=paths["root"], lower=lower,
                       upper=paths["upper"], work=paths["work"],
-                      options=["lowerdir=" + ":".join(lower), "upperdir=" + paths["upper"],
-                               "workdir=" + paths["work"]])]
+                      options=mountopts.parse(["lowerdir=" + ":".join(lower), "upperdir=" + paths["upper"],
+                                               "workdir=" + paths["work"]]))]
     return [_step("mount_rootfs", "root", "pivot_root needs the rootfs to be a mount point",
-                  kind="bind", target=paths["root"], source=rootfs["path"])]
+                  kind="bind", target=paths["root"], source=rootfs["path"],
+                  options=mountopts.copy_of(ROOTFS_BIND_OPTIONS))]
 
 
 def _spec_mounts(spec):
@@ -208,12 +210,18 @@ def _spec_mounts(spec):
     for mount in spec["mounts"]:
         if mount["type"] == "cgroup":
             # On a v1 host: a tmpfs holds one mount per hierarchy (runc's mountCgroupV1),
-            # made read-only once they are in when the spec asks for ro (finalizeRootfs).
+            # remounted read-only once they are in when the spec asks for ro (finalizeRootfs).
+            options = mountopts.parse(mount["options"])
+            remount = None
+            if mountopts.is_readonly(options):
+                remount = mountopts.with_flags(CGROUP_V1_TMPFS_OPTIONS, "remount", "ro")
+            bind = mountopts.copy_of(options)
+            bind["bind"] = "bind"
             steps.append(_step("cgroup", "root", "cgroup v2, or tmpfs plus v1 hierarchies; "
                                "chosen at run time from the host", target=mount["target"],
-                               options=list(mount["options"]), cgroupns=cgroupns,
-                               v1_tmpfs_options=list(CGROUP_V1_TMPFS_OPTIONS),
-                               v1_tmpfs_readonly=mountopts.is_readonly(mount["options"])))
+                               options=options, cgroupns=cgroupns,
+                               v1_tmpfs_options=mountopts.copy_of(CGROUP_V1_TMPFS_OPTIONS),
+                               v1_tmpfs_remount=remount, v1_bind_options=bind))
         else:
             steps.append(_mount_step(mount))
     return steps
@@ -229,11 +237,11 @@ def _mount_step(mount):
               "tmpfs": "a tmpfs", "bind": "a bind mount from the host"}.get(fstype, fstype)
     why = "%s: %s" % (mount["target"], reason)
     return _step("mount", "root", why, fstype=fstype, source=mount["source"],
-                 target=mount["target"], options=list(mount["options"]),
+                 target=mount["target"], options=mountopts.parse(mount["options"]),
                  # proc and sysfs go on a real directory only, never through a symlink
                  # (CVE-2019-19921, CVE-2023-27561).
                  no_symlinks=fstype in ("proc", "sysfs"),
-                 create="match_source" if bind else "dir",
+                 create="match_source" if bind else "dir", readonly_later=False,
                  at_start=fstype == "proc")
 
 
@@ -242,21 +250,30 @@ def _volumes(spec):
     steps = []
     for volume in spec["volumes"]:
         if volume["type"] == "bind":
-            options = ["rbind" if volume["recursive"] else "bind"]
-            options += ["ro"] if volume["readonly"] else []
-            options += volume["options"] + [volume["propagation"]]
+            words = ["rbind" if volume["recursive"] else "bind"]
+            words += ["ro"] if volume["readonly"] else []
+            words += volume["options"] + [volume["propagation"]]
             steps.append(_step("mount", "root", "volume: bind %s" % volume["source"],
                                fstype="bind", source=volume["source"], target=volume["target"],
-                               options=options, no_symlinks=False, create="match_source"))
+                               options=_volume_options(words, volume), no_symlinks=False,
+                               create="match_source", readonly_later=False))
         else:
-            options = ["nosuid", "nodev"] + (["ro"] if volume["readonly"] else [])
-            options += volume["options"]
-            options += ["size=" + volume["size"]] if volume["size"] else []
-            options += ["mode=" + volume["mode"]] if volume["mode"] else []
+            words = ["nosuid", "nodev"] + (["ro"] if volume["readonly"] else [])
+            words += volume["options"]
+            words += ["size=" + volume["size"]] if volume["size"] else []
+            words += ["mode=" + volume["mode"]] if volume["mode"] else []
             steps.append(_step("mount", "root", "volume: tmpfs", fstype="tmpfs", source="tmpfs",
-                               target=volume["target"], options=options, no_symlinks=False,
-                               create="dir"))
+                               target=volume["target"], options=_volume_options(words, volume),
+                               no_symlinks=False, create="dir", readonly_later=False))
     return steps
+
+
+def _volume_options(words, volume):
+    """The typed options of a volume: `readonly: true` wins over any word of its options."""
+    options = mountopts.parse(words)
+    if volume["readonly"] and not mountopts.is_readonly(options):
+        options = mountopts.with_flags(options, "ro")
+    return options
 
 
 def _etc_binds(spec, paths):
@@ -264,9 +281,9 @@ def _etc_binds(spec, paths):
     for name in ("hostname", "hosts", "resolv.conf"):
         if spec["etc"][name.replace(".", "_")] and (name != "hostname" or spec["hostname"]):
             steps.append(_step("mount", "root", "generated /etc/%s, bound over the image's" % name,
-                               fstype="bind", source=os.path.join(paths["etc"], name),
-                               target="/etc/" + name, options=["bind"], no_symlinks=False,
-                               create="file"))
+                               fstype="bind", source=_layout.etc_file(paths, name),
+                               target="/etc/" + name, options=mountopts.copy_of(ETC_BIND_OPTIONS),
+                               no_symlinks=False, create="file", readonly_later=False))
     return steps
 
 
@@ -304,36 +321,81 @@ def _hostname(spec):
                   name=spec["hostname"])]
 
 
-def _harden(spec):
+def _late_readonly(steps):
+    """Read-only the way runc does (mountPropagate, then finalizeRootfs): a read-only tmpfs
+    or bind with anything made below it later in the plan (a mount point, a device node, the
+    working directory) is mounted read-write, and remounted read-only here, once all of it
+    exists. Marks those mounts in `steps` (readonly_later) and returns the remount steps."""
+    late = []
+    for index, step in enumerate(steps):
+        if step["op"] != "mount" or step["fstype"] not in ("tmpfs", "bind"):
+            continue
+        if not mountopts.is_readonly(step["options"]) or step["at_start"]:
+            continue
+        if not any(_creates_below(later, step["target"]) for later in steps[index + 1:]):
+            continue
+        bind = step["fstype"] == "bind"
+        step["options"] = mountopts.without_flags(step["options"], "ro")
+        step["readonly_later"] = True
+        # A bind remount sets exactly the flags it is given; a tmpfs remount keeps its data.
+        remount = mountopts.with_flags(mountopts.empty(), "remount", *(step["options"]["set"] + ["ro"]))
+        remount["bind"] = "bind" if bind else None
+        late.append(_step("remount_readonly", "root", "%s: read-only now that everything below it "
+                          "exists" % step["target"], target=step["target"], fstype="none" if bind else "tmpfs",
+                          # source none: `mount --all` skips a line whose source and target
+                          # match a mounted filesystem as "already mounted", remount or not
+                          source="none", options=remount))
+    return late
+
+
+def _creates_below(step, target):
+    path = step.get("target") if step["op"] in ("mount", "cgroup") else step.get("path")
+    if step["op"] not in ("mount", "cgroup", "mknod", "symlink", "workdir") or not path:
+        return False
+    return path.startswith(target.rstrip("/") + "/")
+
+
+def _harden(spec, mounts):
     # After every mount, volumes included, so a volume cannot undo a mask. Read-only paths
     # first, then masks (runc order). A path that does not exist is skipped.
-    steps = [_step("readonly_path", "root", "read-only path", path=p, at_start=_in_proc(p),
-                   lies_on=_lies_on(spec, p)) for p in spec["readonly_paths"]]
+    steps = [_readonly_path(p, _lies_on(mounts, p)) for p in spec["readonly_paths"]]
     steps += [_step("mask_path", "root", "masked path: /dev/null over a file, an empty "
-                    "read-only tmpfs over a directory", path=p, dir_options=list(MASK_DIR_OPTIONS),
-                    at_start=_in_proc(p), lies_on=_lies_on(spec, p))
+                    "read-only tmpfs over a directory", path=p, options=mountopts.copy_of(MASK_DIR_OPTIONS),
+                    file_options=mountopts.copy_of(MASK_FILE_OPTIONS),
+                    at_start=_in_proc(p), lies_on=_lies_on(mounts, p))
               for p in spec["masked_paths"]]
     return steps
 
 
-def _lies_on(spec, path):
+def _readonly_path(path, lies_on):
+    """A bind of the path onto itself, made read-only, keeping the nosuid, nodev and noexec
+    of the filesystem it lies on: from the plan's own options when it knows them, else
+    (keep_live_flags) from the live mount table, as runc does with statfs."""
+    options = READONLY_PATH_OPTIONS
+    if lies_on:
+        options = mountopts.with_flags(options, *lies_on["flags"])
+    return _step("readonly_path", "root", "read-only path", path=path, at_start=_in_proc(path),
+                 options=mountopts.copy_of(options), keep_live_flags=lies_on is None, lies_on=lies_on)
+
+
+def _lies_on(mounts, path):
     """The filesystem of the plan a path lies on, when the plan alone tells it:
-    {target, flags (its nosuid/nodev/noexec words), is_mount_point}; else None.
+    {target, flags (its nosuid/nodev/noexec, from the typed options the plan built),
+    is_mount_point}; else None.
 
     Only fresh filesystems are known: a bind carries the flags of its host mount, and a
     cgroup v1 tmpfs gets its hierarchies mounted at run time.
     """
-    mounts = [(m["target"], m["type"], m["options"]) for m in spec["mounts"]]
-    mounts += [(v["target"], v["type"], v["options"]) for v in spec["volumes"]]
     found = None
-    for target, kind, options in mounts:
+    for step in mounts:
+        target = step["target"]
         if path == target or path.startswith(target.rstrip("/") + "/"):
-            if found is None or len(target) >= len(found[0]):
-                found = (target, kind, options)
-    if found is None or found[1] in ("bind", "cgroup", "cgroup2"):
+            if found is None or len(target) >= len(found["target"]):
+                found = step
+    if found is None or found["op"] == "cgroup" or found["fstype"] == "bind":
         return None
-    flags = [w for w in ("nosuid", "nodev", "noexec") if w in mountopts.wanted_flags(found[2])]
-    return {"target": found[0], "flags": flags, "is_mount_point": found[0] == path}
+    flags = [w for w in mountopts.checked_flags(found["options"]) if w != "ro"]
+    return {"target": found["target"], "flags": flags, "is_mount_point": found["target"] == path}
 
 
 def _readonly_root(spec):
@@ -341,7 +403,8 @@ def _readonly_root(spec):
         return []
     # Last of the root phase: mount points had to be created first. Only / itself, not the
     # mounts on top (runc's setReadonly is not recursive either).
-    return [_step("remount_root_readonly", "root", "read-only root: only / itself, not its submounts")]
+    return [_step("remount_root_readonly", "root", "read-only root: only / itself, not its submounts",
+                  options=mountopts.copy_of(ROOT_READONLY_OPTIONS))]
 
 
 def _pivot(spec):
@@ -369,18 +432,25 @@ def build_plan(spec):
     steps += _image_layers(spec, paths)
     steps += _enter_namespaces(spec)
     steps += _rootfs(spec, paths)
-    steps += _spec_mounts(spec)
-    steps += _volumes(spec)
-    steps += _etc_binds(spec, paths)
+    mounts = _spec_mounts(spec) + _volumes(spec) + _etc_binds(spec, paths)
+    steps += mounts
     steps += _devices(spec)
     steps += _hostname(spec)
     steps += _workdir(spec)
-    steps += _harden(spec)
+    steps += _late_readonly([s for s in steps if s["phase"] == "root"])
+    steps += _harden(spec, mounts)
     steps += _readonly_root(spec)
     steps += _pivot(spec)
     steps += _exec(spec)
+    paths["dev_template"] = _dev_template(paths, steps)
     return {"version": PLAN_VERSION, "name": spec["name"], "digest": spec_digest(spec),
             "paths": paths, "steps": steps}
+
+
+def _dev_template(paths, steps):
+    """The cached /dev of these device steps (None: the container makes no device)."""
+    devices = [s for s in steps if s["op"] in ("mknod", "symlink")]
+    return _layout.dev_template(paths["state"], devices) if devices else None
 
 
 # ---------------------------------------------------------------------------------------
@@ -395,7 +465,7 @@ def describe_step(step):
 
 
 def _opts(options):
-    return ",".join(options) if options else "defaults"
+    return mountopts.option_string(options)
 
 
 _DESCRIBERS = {
@@ -409,8 +479,8 @@ _DESCRIBERS = {
     "mount_rootfs": lambda s: (
         "mount overlay on %s (lower %s, upper %s)" % (s["target"], ":".join(s["lower"]), s["upper"])
         if s["kind"] == "overlay" else "bind %s onto itself" % s["target"]),
-    "mount": lambda s: "mount %s %s on %s (%s)" % (s["fstype"], s["source"], s["target"],
-                                                   _opts(s["options"])),
+    "mount": lambda s: "mount %s %s on %s (%s%s)" % (s["fstype"], s["source"], s["target"], _opts(s["options"]),
+                                                     ", read-only later" if s.get("readonly_later") else ""),
     "cgroup": lambda s: "mount cgroup on %s (%s%s)" % (s["target"], _opts(s["options"]),
                                                        ", cgroupns" if s["cgroupns"] else ""),
     "mknod": lambda s: "mknod %s %s %d:%d mode %s uid %d gid %d" % (
@@ -419,6 +489,7 @@ _DESCRIBERS = {
                                             " (if %s exists)" % s["if_exists"] if s["if_exists"] else ""),
     "hostname": lambda s: "hostname %s" % s["name"],
     "workdir": lambda s: "mkdir -p %s (if missing)" % s["path"],
+    "remount_readonly": lambda s: "remount %s read-only (%s)" % (s["target"], _opts(s["options"])),
     "readonly_path": lambda s: "read-only %s (if it exists)" % s["path"],
     "mask_path": lambda s: "mask %s (if it exists)" % s["path"],
     "remount_root_readonly": lambda s: "remount / read-only",
@@ -438,8 +509,3 @@ def format_plan(plan):
                           "under the container root:", "final": "switch root and start:"}[phase])
         lines.append("%4d. %-60s # %s" % (number, describe_step(step), step["why"]))
     return "\n".join(lines) + "\n"
-
-
-def bind_flags(options):
-    """Split a step's options for back-ends: (flag words, propagation words, data words)."""
-    return mountopts.split_options(options)

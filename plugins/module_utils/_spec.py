@@ -20,6 +20,9 @@ import difflib
 import os
 import re
 
+# The host paths are the layout's; the spec defaults to them.
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._layout import (  # noqa: F401
+    DEFAULT_RUN_DIR, DEFAULT_STATE_DIR)
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _mountopts as mountopts
 
 SPEC_VERSION = 1
@@ -68,8 +71,6 @@ DEFAULT_DEV_SYMLINKS = (
     {"path": "/dev/core", "target": "/proc/kcore", "if_exists": "/proc/kcore"},
 )
 
-DEFAULT_STATE_DIR = "/var/lib/containerfs"
-DEFAULT_RUN_DIR = "/run/containerfs"
 DEFAULT_NAMESPACES = ("pid", "net", "ipc", "uts", "mount")
 NAMESPACE_TYPES = ("mount", "uts", "ipc", "pid", "net", "cgroup")
 NAMESPACE_ALIASES = {"network": "net", "mnt": "mount"}

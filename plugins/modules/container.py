@@ -160,6 +160,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _applier
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _image_spec
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _layout
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _plan
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _spec
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _spec_file
@@ -198,7 +199,7 @@ def build_plan(module):
     params = module.params
     if not (params["spec"] or params["spec_file"] or params["bundle"]):
         # by name only (state=absent): the plan it was set up from says where it all is
-        recorded = _applier.recorded_plan(params["state_dir"] or _spec.DEFAULT_STATE_DIR,
+        recorded = _applier.recorded_plan(params["state_dir"] or _layout.DEFAULT_STATE_DIR,
                                           params["name"], params["run_dir"])
         if recorded is not None:
             return recorded

@@ -107,7 +107,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _applier
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import DEFAULT_STATE_DIR
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._layout import DEFAULT_STATE_DIR
 
 
 def main():

@@ -224,6 +224,7 @@ import stat
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _hostfs
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _layout
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image_errors import (
     ImageError, ImageInputError,
 )
@@ -271,7 +272,7 @@ def _flatten(store, name, dest, image, check_mode):
     the directory (device and inode) it went to. A non-empty `dest` it does not name is
     never replaced."""
     dest = os.path.abspath(dest)
-    sidecar = dest + ".image.json"
+    sidecar = _layout.flatten_sidecar(dest)
     wanted = {"layers": image.get("layers"), "rootfs": image.get("rootfs")}
     recorded = _read_sidecar(sidecar)
     ours = recorded is not None and recorded.get("dir") == _dir_identity(dest)

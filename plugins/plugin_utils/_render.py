@@ -14,22 +14,34 @@ Private to the collection; may change without notice.
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
-import hashlib
-import json
 import os
 import re
 
 import jinja2
+
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _layout
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _mountopts as mountopts
 
 GENERATOR = "fromscratch.containerfs"
 TEMPLATE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                             "scripts", "templates")
 
 # Steps that become lines of the fstab batch.
-BATCHED = ("mount", "cgroup", "mount_rootfs", "remount_root_readonly")
+BATCHED = ("mount", "cgroup", "mount_rootfs", "remount_readonly", "remount_root_readonly")
 # Steps whose lines depend on what exists after the earlier mounts (skip if missing).
 EXISTENCE_CHECKED = ("readonly_path", "mask_path")
 DEVICE_STEPS = ("mknod", "symlink")
+# Where the script handles each step kind (tests check every plan kind is here, and the
+# template raises on a kind it has no branch for).
+STEP_HANDLERS = {
+    "unpack_layer": "prepare_host", "write_file": "prepare_host", "copy_file": "prepare_host",
+    "make_dir": "prepare_host", "namespaces": "container_side",
+    "mount_rootfs": "build_root", "mount": "build_root", "cgroup": "build_root",
+    "remount_readonly": "build_root", "readonly_path": "build_root", "mask_path": "build_root",
+    "remount_root_readonly": "build_root", "hostname": "build_root", "workdir": "build_root",
+    "mknod": "build_dev_template", "symlink": "build_dev_template",
+    "pivot_root": "inside_main", "root_propagation": "switch_root", "exec": "inside_wait",
+}
 
 
 # What a plan may select code with: the script runs a decompressor named by the first and
@@ -104,27 +116,35 @@ def finalize(value):
 
 
 def layer_metadata(step):
-    """The image store's metadata of a layer, as JSON (json.dumps escapes every string)."""
-    size = step["size"]
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        raise RenderError("layer size must be a non-negative integer, not %r" % (size,))
-    return json.dumps({"compression": step["compression"] or None, "diff_id": step["diff_id"],
-                       "digest": step["digest"], "media_type": step.get("media_type") or None,
-                       "size": size, "warnings": []}, sort_keys=True)
+    """The image store's metadata of a layer (_layout's schema) as JSON (json.dumps escapes
+    every string), with a mark where the script writes the time it unpacked the layer."""
+    try:
+        metadata = _layout.layer_metadata(step["diff_id"], step["digest"], step["size"],
+                                          step.get("media_type"), step["compression"],
+                                          created=_layout.CREATED_AT_RUN_TIME)
+    except ValueError as exc:
+        raise RenderError(str(exc))
+    text = _layout.layer_metadata_text(metadata).rstrip("\n")
+    if text.count(_layout.CREATED_AT_RUN_TIME) != 1:
+        raise RenderError("layer %s: its metadata holds the time mark %r elsewhere" % (
+            step["diff_id"], _layout.CREATED_AT_RUN_TIME))
+    return text
 
 
-def _check_layer_steps(steps):
+def _check_layer_steps(steps, paths):
     for step in steps:
         if step["compression"] not in LAYER_COMPRESSIONS:
             raise RenderError("unknown layer compression %r (one of: %s)" % (
                 step["compression"], ", ".join(LAYER_COMPRESSIONS[1:])))
         if step["format"] not in IMAGE_FORMATS:
             raise RenderError("unknown image format %r (one of: %s)" % (step["format"], ", ".join(IMAGE_FORMATS)))
-        # <store>/layers/sha256/<hex>: the script derives the store (and its lock) from it
+        # a layer dir of the plan's store (whose lock and temporary names the script uses)
+        store = paths.get("store")
+        if not (store and os.path.isabs(store) and os.path.normpath(store) == store):
+            raise RenderError("the plan unpacks layers but names no image store (paths.store)")
         layers, name = os.path.split(step["dest"])
-        if not (_LAYER_NAME.match(name) and layers.endswith("/layers/sha256")
-                and os.path.isabs(layers) and os.path.normpath(layers) == layers):
-            raise RenderError("layer dir %r is not STORE/layers/sha256/HEX" % (step["dest"],))
+        if not (_LAYER_NAME.match(name) and layers == _layout.StoreLayout(store).layers_dir):
+            raise RenderError("layer dir %r is not the plan's STORE/layers/sha256/HEX" % (step["dest"],))
 
 
 def _fresh_filesystem(step):
@@ -208,12 +228,6 @@ def _add_mount_step(blocks, current, step):
     return current
 
 
-def device_template_id(steps):
-    """Name of the cached /dev template: changes whenever the device steps change."""
-    text = json.dumps(steps, sort_keys=True)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-
-
 def _environment(template_dir):
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(template_dir),
@@ -226,11 +240,21 @@ def _environment(template_dir):
     )
     env.filters["sq"] = shell_quote
     env.filters["sqjoin"] = lambda values: Escaped(" ".join(shell_quote(v) for v in values), "shell word")
+    # typed mount options (_mountopts.parse) -> one shell word of option words
+    env.filters["mountopts"] = lambda typed: shell_quote(mountopts.option_string(typed))
     env.filters["opts"] = lambda values: shell_quote(",".join(values) if values else "defaults")
+    env.filters["unshare_propagation"] = lambda value: word(mountopts.unshare_propagation(value))
+    env.globals["unknown_step"] = unknown_step
     env.filters["comment"] = comment_text
     env.filters["word"] = word
     env.filters["metadata"] = lambda step: shell_quote(layer_metadata(step))
     return env
+
+
+def unknown_step(step):
+    """Called by the template for a step kind it has no branch for: never render a step
+    as its comment alone."""
+    raise RenderError("the script has no handler for plan step kind %r" % (step.get("op"),))
 
 
 def host_dirs(plan):
@@ -251,16 +275,13 @@ def host_dirs(plan):
     dirs += [(os.path.dirname(paths["run"]), "0700", True), (paths["run"], "0700", True)]
     dirs += [(step["path"], step["mode"], True) for step in steps
              if step["op"] == "make_dir" and _under(step["path"], paths["run"])]
-    for step in steps:
-        if step["op"] == "unpack_layer":
-            layers = os.path.dirname(step["dest"])
-            store = os.path.dirname(os.path.dirname(layers))
-            dirs += [(store, "0700", True), (os.path.dirname(layers), "0700", True), (layers, "0700", True)]
-        elif step["op"] == "make_dir" and paths.get("image_ref") and step["path"] == os.path.dirname(paths["image_ref"]):
-            dirs.append((step["path"], step["mode"], True))
-    device_steps = [s for s in steps if s["op"] in DEVICE_STEPS]
-    if device_steps:
-        dirs.append((os.path.join(paths["state"], "dev." + device_template_id(device_steps)), "0700", False))
+    if any(step["op"] == "unpack_layer" for step in steps):
+        layers = _layout.StoreLayout(paths["store"]).layers_dir
+        dirs += [(paths["store"], "0700", True), (os.path.dirname(layers), "0700", True), (layers, "0700", True)]
+    dirs += [(step["path"], step["mode"], True) for step in steps if step["op"] == "make_dir"
+             and paths.get("image_ref") and step["path"] == os.path.dirname(paths["image_ref"])]
+    if paths.get("dev_template"):
+        dirs.append((paths["dev_template"], "0700", False))
     unique = []
     for path, mode, create in dirs:
         if path not in [u["path"] for u in unique]:
@@ -290,16 +311,13 @@ def _relative_under(path, parent):
     return path[len(parent.rstrip("/")) + 1:] if _under(path, parent) else None
 
 
-def _instance_id(plan):
-    """Part of this container's temporary names in a shared store (with the pid): two
-    containers never share it, one container's runs are serialised by its lock."""
-    return hashlib.sha256(plan["paths"]["state"].encode("utf-8")).hexdigest()[:12]
-
-
 def render_script(plan, version="0.0.0", template_dir=TEMPLATE_DIR):
     """Return the text of the shell script for `plan`."""
     steps = plan["steps"]
-    _check_layer_steps([s for s in steps if s["op"] == "unpack_layer"])
+    unknown = [s for s in steps if s["op"] not in STEP_HANDLERS]
+    if unknown:
+        unknown_step(unknown[0])
+    _check_layer_steps([s for s in steps if s["op"] == "unpack_layer"], plan["paths"])
     by_phase = {}
     for step in steps:
         by_phase.setdefault(step["phase"], []).append(step)
@@ -317,7 +335,7 @@ def render_script(plan, version="0.0.0", template_dir=TEMPLATE_DIR):
         "root_blocks": root_blocks,
         "final_steps": [s for s in by_phase.get("final", []) if s["op"] != "exec"],
         "exec": exec_step,
-        "device_template": device_template_id(device_steps) if device_steps else None,
+        "device_template": plan["paths"]["dev_template"] if device_steps else None,
         "needs": _needed_commands(steps),
         "layer_steps": [s for s in steps if s["op"] == "unpack_layer"],
         "dev_is_fresh_tmpfs": _dev_is_fresh_tmpfs(steps),
@@ -327,7 +345,7 @@ def render_script(plan, version="0.0.0", template_dir=TEMPLATE_DIR):
                          if l not in [u["dest"] for u in steps if u["op"] == "unpack_layer"]],
         "filesystems": _needed_filesystems(steps),
         "host_dirs": host_dirs(plan),
-        "instance": _instance_id(plan),
+        "created_mark": _layout.CREATED_AT_RUN_TIME,
         # the overlay's mount point, inside the run dir: found again from its canonical path
         "root_in_run": _relative_under(plan["paths"]["root"], plan["paths"]["run"]),
     }
@@ -358,7 +376,7 @@ def _needed_commands(steps):
         needs.append("setpriv")
     layers = [s for s in steps if s["op"] == "unpack_layer"]
     if layers:
-        needs += ["cat", "tar", "sha256sum", "find", "setfattr", "mknod", "mv", "rm"]
+        needs += ["cat", "tar", "sha256sum", "find", "setfattr", "mknod", "mv", "rm", "date"]
         needs += [s["compression"] for s in layers if s["compression"]]
     return sorted(set(needs))
 

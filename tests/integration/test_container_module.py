@@ -230,3 +230,47 @@ def test_info_reports_mounts_and_drift_and_absent_by_name(tmp_path, spec):
     assert host_mounts_under(spec["run_dir"]) == []
     assert not os.path.exists(os.path.join(spec["run_dir"], "box"))
     assert run_playbook(tmp_path, [info_task])[0]["exists"] is False
+
+
+# Issue 8: read-only from the typed options the plan built, applied the way runc does.
+# The same three cases run through the rendered script in test_script_volumes.py.
+
+def test_readonly_volume_is_read_only_and_rw_with_readonly_is_refused(tmp_path, spec):
+    os.makedirs(spec["volumes"][0]["source"])
+    spec["volumes"][0]["options"] = ["rw"]
+    result = run_playbook(tmp_path, [task(spec)], expect_failure=True)[0]
+    assert "volumes[0].options[0]" in result["msg"] and "readonly" in result["msg"], result["msg"]
+    del spec["volumes"][0]["options"]
+    run_playbook(tmp_path, [task(spec)])
+    assert "ro" in container_mounts(spec)["/data"][1]
+    root = os.path.join(spec["run_dir"], "box", "rootfs")
+    denied = subprocess.run(["nsenter", "--mount=%s/box/ns/mnt" % spec["run_dir"], "touch",
+                             root + "/data/denied"], stderr=subprocess.PIPE, universal_newlines=True, check=False)
+    assert denied.returncode != 0 and "Read-only file system" in denied.stderr
+    run_playbook(tmp_path, [task(spec, state="absent")])
+
+
+def test_readonly_path_on_a_tmpfs_volume_keeps_its_nosuid_nodev(tmp_path, spec):
+    spec["volumes"] = [{"type": "tmpfs", "target": "/scratch"}]
+    spec["process"] = {"args": ["sh"], "cwd": "/scratch/sub"}
+    spec["add_readonly_paths"] = ["/scratch/sub"]
+    run_playbook(tmp_path, [task(spec)])
+    assert {"ro", "nosuid", "nodev"} <= container_mounts(spec)["/scratch/sub"][1]
+    assert run_playbook(tmp_path, [task(spec)])[0]["changed"] is False
+    run_playbook(tmp_path, [task(spec, state="absent")])
+
+
+def test_readonly_tmpfs_volume_with_a_bind_below_it(tmp_path, spec):
+    """Mounted read-write, remounted read-only once the bind below exists (finalizeRootfs);
+    a second run finds nothing to do."""
+    source = spec["volumes"][0]["source"]
+    os.makedirs(source)
+    spec["volumes"] = [{"type": "tmpfs", "target": "/scratch", "readonly": True},
+                       {"source": source, "target": "/scratch/sub"}]
+    first = run_playbook(tmp_path, [task(spec)])[0]
+    assert "remount /scratch read-only (remount,nosuid,nodev,ro)" in first["actions"]
+    mounts = container_mounts(spec)
+    assert mounts["/scratch"][0] == "tmpfs" and {"ro", "nosuid", "nodev"} <= mounts["/scratch"][1]
+    assert "/scratch/sub" in mounts and "rw" in mounts["/scratch/sub"][1]
+    assert run_playbook(tmp_path, [task(spec)])[0]["changed"] is False
+    run_playbook(tmp_path, [task(spec, state="absent")])

@@ -53,7 +53,7 @@ def set_why(text):
 
 def set_option(text):
     def change(plan):
-        _steps(plan, "mount", target="/tmp")[0]["options"].append(text)
+        _steps(plan, "mount", target="/tmp")[0]["options"]["data"].append(text)
     return change
 
 
@@ -203,8 +203,7 @@ PLANTS = {
     "run dir": lambda c: os.path.join(c.run_dir, c.name),
     "run base": lambda c: c.run_dir,
     "lock": lambda c: c.lock,
-    "dev template": lambda c: os.path.join(c.state_dir, "containers", c.name, "dev." + c.text.split(
-        "CFS_DEV_TEMPLATE=$CFS_STATE/dev.", 1)[1].split("\n", 1)[0]),
+    "dev template": lambda c: c.text.split("\nCFS_DEV_TEMPLATE='", 1)[1].split("'", 1)[0],
 }
 
 

@@ -18,6 +18,7 @@ Every script run is wrapped in `unshare --mount --propagation private` (conftest
 """
 import json
 import os
+import re
 import shutil
 import stat
 import tarfile
@@ -29,6 +30,7 @@ from tests.lib.oci_fixtures import (chardev, dir_, fifo, file_, hardlink, make_t
                                     symlink, whiteout)
 
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image_store import ImageStore
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._layout import LAYER_METADATA_KEYS
 
 APPLETS = ("sh", "ls", "cat", "echo", "true", "pwd", "env", "stat", "grep", "touch", "test",
            "readlink", "head")
@@ -177,6 +179,17 @@ def assert_same_layers(store_a, store_b, diff_ids):
             meta_b = json.load(f)
         assert dict((k, meta_a.get(k)) for k in META_KEYS) == \
             dict((k, meta_b.get(k)) for k in META_KEYS), diff_id
+        assert_one_metadata_schema(meta_a, meta_b)
+
+
+def assert_one_metadata_schema(script_meta, store_meta):
+    """The script and the store write one schema (_layout.layer_metadata): same keys, same
+    types, a UTC time in "created"."""
+    assert sorted(script_meta) == sorted(store_meta) == sorted(LAYER_METADATA_KEYS), (script_meta, store_meta)
+    types = dict((k, type(v).__name__) for k, v in script_meta.items())
+    assert types == dict((k, type(v).__name__) for k, v in store_meta.items()), (script_meta, store_meta)
+    for meta in (script_meta, store_meta):
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", meta["created"]), meta
 
 
 FORMATS = ["oci-dir-gzip", "oci-dir-zstd", "oci-dir-none", "oci-tar", "docker-legacy",

@@ -164,3 +164,49 @@ def test_readonly_path_over_a_volume_with_a_space(make_container, source):
     result = container.inside("(echo x > '/my vol/denied') 2>&1; echo rc=$?")
     assert result.rc == 0, result
     assert "Read-only file system" in result.stdout and "rc=1" in result.stdout, result
+
+
+# Issue 8: read-only from the typed options the plan built, applied the way runc does.
+# The same three cases run through the container module in test_container_module.py.
+
+def test_readonly_volume_with_rw_option_is_refused_and_readonly_mounts_ro(make_container, source):
+    """readonly: true with options [rw] rendered `rbind,ro,rw,...` (the last word won, the
+    volume was writable): validation refuses it, and readonly: true alone is read-only."""
+    with pytest.raises(AssertionError) as refused:
+        make_container(volumes=[{"source": source, "target": "/data", "readonly": True,
+                                 "options": ["rw"]}])
+    assert "volumes[0].options[0]" in str(refused.value) and "readonly" in str(refused.value)
+    container = make_container(volumes=[{"source": source, "target": "/data", "readonly": True}])
+    result = container.inside("(echo x > /data/denied) 2>&1; echo rc=$?; echo @@mountinfo;"
+                              " cat /proc/self/mountinfo")
+    assert result.rc == 0, result
+    assert "rc=1" in result.stdout and "Read-only file system" in result.stdout, result
+    assert "ro" in container_mounts(result)["/data"][-1].options
+
+
+def test_readonly_path_on_a_tmpfs_volume_keeps_its_nosuid_nodev(make_container):
+    """The read-only bind of a path on a tmpfs volume kept only the flags of the user's
+    option words (none): it came out `ro,relatime`, without the tmpfs's nosuid,nodev."""
+    container = make_container(volumes=[{"type": "tmpfs", "target": "/scratch"}],
+                               process={"args": ["sh"], "cwd": "/scratch/sub"},
+                               add_readonly_paths=["/scratch/sub"])
+    result = container.inside("echo @@mountinfo; cat /proc/self/mountinfo")
+    assert result.rc == 0, result
+    options = container_mounts(result)["/scratch/sub"][-1].options
+    assert {"ro", "nosuid", "nodev"} <= set(options), options
+
+
+def test_readonly_tmpfs_volume_with_a_bind_below_it(make_container, source):
+    """A read-only tmpfs with a bind below it stopped the script ("a mount failed"): the
+    mount point could not be made in it. Mounted read-write, remounted read-only at the end
+    (runc's finalizeRootfs): read-only, with the bind below still there."""
+    container = make_container(volumes=[{"type": "tmpfs", "target": "/scratch", "readonly": True},
+                                        {"source": source, "target": "/scratch/sub"}])
+    result = container.inside("cat /scratch/sub/hello; (: > /scratch/x) 2>&1; echo rc=$?;"
+                              " echo @@mountinfo; cat /proc/self/mountinfo")
+    assert result.rc == 0, result
+    assert "from the host" in result.stdout and "rc=1" in result.stdout, result
+    mounts = container_mounts(result)
+    assert mounts["/scratch"][-1].fstype == "tmpfs"
+    assert {"ro", "nosuid", "nodev"} <= set(mounts["/scratch"][-1].options)
+    assert "/scratch/sub" in mounts and "rw" in mounts["/scratch/sub"][-1].options

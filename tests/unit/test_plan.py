@@ -2,8 +2,9 @@
 import copy
 import json
 
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _mountopts as mountopts
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._plan import (
-    build_plan, format_plan, STEP_KINDS)
+    build_plan, format_plan, MOUNT_STEPS, STEP_KINDS)
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import load_spec
 
 
@@ -47,8 +48,9 @@ def test_mounts_keep_spec_order_then_volumes_then_etc():
 def test_runc_default_options_reach_the_plan():
     plan = build_plan(spec_of())
     by_target = {s["target"]: s for s in plan["steps"] if s["op"] in ("mount", "cgroup")}
-    assert by_target["/dev"]["options"] == ["nosuid", "strictatime", "mode=755", "size=65536k"]
-    assert by_target["/sys"]["options"] == ["nosuid", "noexec", "nodev", "ro"]
+    assert mountopts.words(by_target["/dev"]["options"]) == ["nosuid", "strictatime", "mode=755", "size=65536k"]
+    assert by_target["/dev"]["options"]["data"] == ["mode=755", "size=65536k"]
+    assert mountopts.words(by_target["/sys"]["options"]) == ["nosuid", "noexec", "nodev", "ro"]
     assert by_target["/proc"]["no_symlinks"] and by_target["/sys"]["no_symlinks"]
     assert not by_target["/dev"]["no_symlinks"]
 
@@ -59,9 +61,10 @@ def test_volume_options():
         {"type": "tmpfs", "target": "/t", "size": "1m", "mode": "0700", "options": ["noexec"]},
     ]))
     by_target = {s["target"]: s for s in plan["steps"] if s["op"] == "mount"}
-    assert by_target["/ro"]["options"] == ["bind", "ro", "rslave"]
+    assert by_target["/ro"]["options"] == dict(mountopts.empty(), bind="bind", set=["ro"], propagation="rslave")
     assert by_target["/ro"]["create"] == "match_source"
-    assert by_target["/t"]["options"] == ["nosuid", "nodev", "noexec", "size=1m", "mode=0700"]
+    assert by_target["/t"]["options"] == dict(mountopts.empty(), set=["nosuid", "nodev", "noexec"],
+                                              data=["size=1m", "mode=0700"])
 
 
 def test_overlay_rootfs_uses_state_and_run_dirs():
@@ -106,3 +109,90 @@ def test_format_plan_lists_every_step():
     numbered = [line for line in text.splitlines() if line.strip()[:1].isdigit()]
     assert len(numbered) == len(plan["steps"])
     assert "mount tmpfs tmpfs on /dev (nosuid,strictatime,mode=755,size=65536k)" in text
+
+
+# ---------------------------------------------------------------------------------------
+# Issue 8: typed options on every mount-like step; every kind has a handler everywhere
+# ---------------------------------------------------------------------------------------
+
+def full_plan():
+    return build_plan(spec_of(
+        hostname="box", rootfs={"path": "/img", "overlay": True, "propagation": "rshared"},
+        volumes=[{"source": "/a", "target": "/data", "readonly": True},
+                 {"type": "tmpfs", "target": "/scratch", "readonly": True},
+                 {"source": "/b", "target": "/scratch/sub"}],
+        process={"args": ["sh"], "cwd": "/srv"}, add_readonly_paths=["/data"], add_masked_paths=["/x"]))
+
+
+def test_every_mount_like_step_carries_typed_options():
+    for step in full_plan()["steps"] + build_plan(spec_of())["steps"]:
+        if step["op"] in MOUNT_STEPS:
+            assert sorted(step["options"]) == sorted(mountopts.empty()), step
+            assert mountopts.parse(mountopts.words(step["options"])) == step["options"], step
+
+
+def test_plan_kinds_are_the_mount_steps_and_more():
+    assert set(MOUNT_STEPS) <= set(STEP_KINDS)
+    ops_seen = set(ops(full_plan())) | set(ops(build_plan(spec_of())))
+    assert ops_seen >= set(STEP_KINDS) - {"unpack_layer"}, set(STEP_KINDS) - ops_seen
+
+
+def test_every_step_kind_has_an_applier_handler():
+    from ansible_collections.fromscratch.containerfs.plugins.module_utils import _applier
+    elsewhere = set(_applier.HOST_STEP_KINDS) | set(_applier.STARTED_STEP_KINDS)
+    for kind in STEP_KINDS:
+        if kind in elsewhere:
+            continue
+        for prefix in ("check_", "do_"):
+            assert callable(getattr(_applier.RootSteps, prefix + kind, None)), \
+                "the applier has no RootSteps.%s%s" % (prefix, kind)
+
+
+def test_every_step_kind_has_a_script_handler():
+    from ansible_collections.fromscratch.containerfs.plugins.plugin_utils import _render
+    assert set(_render.STEP_HANDLERS) == set(STEP_KINDS)
+
+
+def test_readonly_volume_wins_over_its_words():
+    """`readonly: true` is applied after the option words (validation refuses rw with it;
+    a plan built from an unvalidated spec is read-only all the same)."""
+    spec = spec_of(volumes=[{"source": "/a", "target": "/data", "readonly": True}])
+    spec["volumes"][0]["options"] = ["rw"]
+    step = [s for s in build_plan(spec)["steps"] if s.get("target") == "/data"][0]
+    assert mountopts.is_readonly(step["options"]) and "rw" not in step["options"]["clear"]
+
+
+def test_readonly_mount_with_a_mount_below_is_remounted_at_the_end():
+    plan = full_plan()
+    steps = plan["steps"]
+    scratch = [s for s in steps if s["op"] == "mount" and s["target"] == "/scratch"][0]
+    assert scratch["readonly_later"] and not mountopts.is_readonly(scratch["options"])
+    late = [s for s in steps if s["op"] == "remount_readonly"]
+    assert [s["target"] for s in late] == ["/scratch"]
+    assert late[0]["options"]["set"] == ["remount", "nosuid", "nodev", "ro"]
+    assert late[0]["source"] == "none"  # or mount --all skips it as "already mounted"
+    below = [i for i, s in enumerate(steps) if s.get("target") == "/scratch/sub"][0]
+    assert below < steps.index(late[0]) < ops(plan).index("remount_root_readonly")
+    # nothing below /data: read-only at once
+    data = [s for s in steps if s["op"] == "mount" and s["target"] == "/data"][0]
+    assert mountopts.is_readonly(data["options"]) and not data["readonly_later"]
+
+
+def test_readonly_path_keeps_the_flags_the_plan_built():
+    """The flags of the tmpfs volume (nosuid, nodev, set by the plan, not by the user's
+    words) reach the read-only bind of a path on it; on a bind they come from mountinfo."""
+    plan = build_plan(spec_of(volumes=[{"type": "tmpfs", "target": "/scratch"},
+                                       {"source": "/a", "target": "/data"}],
+                              add_readonly_paths=["/scratch/sub", "/data/sub"]))
+    by_path = {s["path"]: s for s in plan["steps"] if s["op"] == "readonly_path"}
+    assert by_path["/scratch/sub"]["options"]["set"] == ["ro", "nosuid", "nodev"]
+    assert by_path["/scratch/sub"]["keep_live_flags"] is False
+    assert by_path["/data/sub"]["options"]["set"] == ["ro"]
+    assert by_path["/data/sub"]["keep_live_flags"] is True
+
+
+def test_namespace_decisions_are_data():
+    step = [s for s in build_plan(spec_of())["steps"] if s["op"] == "namespaces"][0]
+    assert step["propagation"] == "rslave" and step["fork"] is True
+    step = [s for s in build_plan(spec_of(namespaces=["mount", "uts"]))["steps"] if s["op"] == "namespaces"][0]
+    assert step["fork"] is False

@@ -136,11 +136,8 @@ def test_device_template_changes_with_devices():
     plan_a = build_plan(load_spec({"name": "a", "rootfs": {"path": "/r"}}))
     plan_b = build_plan(load_spec({"name": "a", "rootfs": {"path": "/r"},
                                    "devices": [{"path": "/dev/fuse", "major": 10, "minor": 229}]}))
-
-    def pick(plan):
-        return [s for s in plan["steps"] if s["op"] in ("mknod", "symlink")]
-
-    assert _render.device_template_id(pick(plan_a)) != _render.device_template_id(pick(plan_b))
+    assert plan_a["paths"]["dev_template"] != plan_b["paths"]["dev_template"]
+    assert "CFS_DEV_TEMPLATE=%s" % _render.shell_quote(plan_b["paths"]["dev_template"]) in _render.render_script(plan_b)
 
 
 LINE_ENDERS = ["\n", "\r\n", "\r", "\x00", "\x1b[2J", "\x7f", "\x85", "\u2028", "\u2029", "\t"]
@@ -195,6 +192,7 @@ def layer_plan(**layer):
             "diff_id": "sha256:cd", "compression": "gzip", "media_type": None, "dest": "/s/layers/sha256/" + "c" * 64}
     step.update(layer)
     plan["steps"].insert(0, step)
+    plan["paths"].update(store="/s", store_lock="/s/.lock", layer_temp="/s/layers/sha256/.tmp-x")
     return plan
 
 
@@ -221,3 +219,58 @@ def test_layer_metadata_is_json_from_one_escaper():
 def test_nul_has_no_shell_form():
     with pytest.raises(_render.RenderError):
         _render.shell_quote("a\x00b")
+
+
+# ---------------------------------------------------------------------------------------
+# Issue 8: the template handles every step kind and refuses one it does not know
+# ---------------------------------------------------------------------------------------
+
+def plan_of(**extra):
+    raw = {"name": "demo", "rootfs": {"path": "/srv/rootfs"}, "state_dir": "/s", "run_dir": "/r"}
+    raw.update(extra)
+    return build_plan(load_spec(raw))
+
+
+@pytest.mark.parametrize("phase", ["host", "root", "final"])
+def test_an_unknown_step_kind_is_refused_not_rendered_as_a_comment(phase):
+    plan = plan_of()
+    index = [i for i, s in enumerate(plan["steps"]) if s["phase"] == phase][-1]
+    plan["steps"].insert(index, {"op": "mount_everything", "phase": phase, "why": "new kind",
+                                 "at_start": False, "path": "/x", "target": "/x"})
+    with pytest.raises(_render.RenderError, match="mount_everything"):
+        _render.render_script(plan)
+
+
+@pytest.mark.parametrize("where", ["prepare_host", "build_root_step", "build_root_mounts"])
+def test_the_template_raises_on_a_kind_without_a_branch(where, monkeypatch):
+    """The renderer's own check aside, each step switch of the template ends in a raise."""
+    plan = plan_of(process={"args": ["sh"], "cwd": "/srv"})
+    kind = {"prepare_host": "copy_file", "build_root_step": "workdir", "build_root_mounts": "mask_path"}[where]
+    for step in plan["steps"]:
+        if step["op"] == kind:
+            step["op"] = "unknown_" + kind
+    monkeypatch.setitem(_render.STEP_HANDLERS, "unknown_" + kind, "nowhere")
+    monkeypatch.setattr(_render, "BATCHED", _render.BATCHED + ("unknown_mask_path",))
+    with pytest.raises(_render.RenderError, match="unknown_" + kind):
+        _render.render_script(plan)
+
+
+def test_every_step_kind_renders():
+    """A plan with every kind (the layer one added by hand) renders, each kind once at least."""
+    plan = plan_of(hostname="box", rootfs={"path": "/img", "overlay": True, "propagation": "rshared"},
+                   volumes=[{"type": "tmpfs", "target": "/t", "readonly": True},
+                            {"source": "/a", "target": "/t/sub"}],
+                   process={"args": ["sh"], "cwd": "/srv"}, add_readonly_paths=["/t/sub"])
+    kinds = set(s["op"] for s in plan["steps"]) | set(s["op"] for s in layer_plan()["steps"])
+    assert kinds == set(_render.STEP_HANDLERS)
+    script = _render.render_script(plan)
+    assert "fstab_line 'none' \"$RESOLVED\" 'tmpfs' 'remount,nosuid,nodev,ro'" in script
+    assert "--propagation slave" in script and "--fork --kill-child" in script
+
+
+def test_namespace_decisions_come_from_the_plan():
+    plan = plan_of(namespaces=["mount", "uts"])
+    step = [s for s in plan["steps"] if s["op"] == "namespaces"][0]
+    step["propagation"] = "rprivate"
+    script = _render.render_script(plan)
+    assert "--propagation private --mount --uts --" in script and "--fork" not in script

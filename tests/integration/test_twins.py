@@ -1,0 +1,217 @@
+"""Twins: the algorithms the script (shell) and the applier (Python) each carry by design,
+answered on one table of cases each, and required to answer identically:
+
+  target_in_root    <-> _applier.resolve_in_root     (in-root path resolution)
+  make_target       <-> _applier._make_mount_point   (mount-point creation)
+  inherited_flags   <-> _applier.lies_on_flags       (the flags of the mount a path lies on)
+
+The shell functions are cut out of a rendered script (each is a top-level `name() {`
+... `}` block) and run under dash, bash and busybox ash with a small prelude.
+"""
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _applier
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._plan import build_plan
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import load_spec
+from ansible_collections.fromscratch.containerfs.plugins.plugin_utils import _render
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SHELLS = {"dash": ["dash"], "bash": ["bash"], "busybox-ash": ["busybox", "ash"]}
+PRELUDE = r'''
+set -eu
+die() { printf 'ERROR %s\n' "$*"; exit 1; }
+say() { printf '%s\n' "$*" >&2; }
+T_readlink=$(command -v readlink)
+T_mkdir=$(command -v mkdir)
+CFS_MOUNTS=
+'''
+
+
+def shell_functions(*names):
+    """The named functions, cut out of a script rendered from a plain spec."""
+    script = _render.render_script(build_plan(load_spec(
+        {"name": "twins", "rootfs": {"path": "/srv/rootfs"}, "state_dir": "/s", "run_dir": "/r"})))
+    found = []
+    for name in names:
+        match = re.search(r"^%s\(\) \{\n.*?^\}\n" % re.escape(name), script, re.M | re.S)
+        assert match, "the script has no function %s" % name
+        found.append(match.group(0))
+    return PRELUDE + "\n".join(found)
+
+
+def run_shell(shell, code, **env):
+    proc = subprocess.run(SHELLS[shell] + ["-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, env=dict(os.environ, **env), check=False)
+    assert not proc.stderr or "ERROR" in proc.stdout, proc.stderr
+    return proc.stdout
+
+
+# ---------------------------------------------------------------------------------------
+# target_in_root <-> resolve_in_root
+# ---------------------------------------------------------------------------------------
+
+TREE_LINKS = {
+    "abs": "/a/b",              # absolute: restarts at the root
+    "rel": "a/b",
+    "up": "../../..",           # '..' stops at the root
+    "toroot": "/",
+    "loop1": "loop2", "loop2": "loop1",
+    "a/b/chain": "../../rel",   # a chain through a directory
+    "a/b/self": ".",
+    "dangling": "/nowhere/deeper",
+    "a/escape": "../../../../etc",
+}
+
+RESOLVE_CASES = [
+    "/", "/a", "/a/b/c", "/a/f", "/abs", "/abs/c", "/rel/c", "/up", "/up/a/b", "/toroot/a/f",
+    "/loop1", "/loop1/x", "/a/b/chain/c", "/a/b/self/self/c", "/dangling", "/dangling/x",
+    "/missing/x/y", "/a/../a/b/../../a/f", "/../../a", "/a/escape/passwd", "/a/./b//c/",
+    "/toroot/up/abs/chain", "/a/f/under-a-file",
+]
+
+
+@pytest.fixture
+def tree(tmp_path):
+    root = tmp_path / "root"
+    (root / "a" / "b" / "c").mkdir(parents=True)
+    (root / "a" / "f").write_text("f")
+    for name, target in TREE_LINKS.items():
+        os.symlink(target, str(root / name))
+    return str(root)
+
+
+def python_resolve(root, path, nofollow):
+    try:
+        return "OK " + _applier.resolve_in_root(root, path, nofollow=nofollow)
+    except _applier.ApplyError:
+        return "ERROR"
+
+
+@pytest.mark.parametrize("shell", sorted(SHELLS))
+@pytest.mark.parametrize("nofollow", [False, True], ids=["follow", "nofollow"])
+def test_target_in_root_and_resolve_in_root_answer_alike(tree, shell, nofollow):
+    code = shell_functions("target_in_root") + "".join(
+        '( target_in_root %s %s; printf "OK %%s\\n" "$RESOLVED" ) || true\n'
+        % (_render.shell_quote(path), "nofollow" if nofollow else "") for path in RESOLVE_CASES)
+    lines = run_shell(shell, code, CFS_ROOT=tree).splitlines()
+    script = [line if line.startswith("OK ") else "ERROR" for line in lines]
+    python = [python_resolve(tree, path, nofollow) for path in RESOLVE_CASES]
+    assert dict(zip(RESOLVE_CASES, script)) == dict(zip(RESOLVE_CASES, python))
+    assert all(a.startswith("OK " + tree) or a == "ERROR" for a in python), "never outside the root"
+
+
+# ---------------------------------------------------------------------------------------
+# make_target <-> _make_mount_point
+# ---------------------------------------------------------------------------------------
+
+# (create, source: "dir"/"file"/"missing"/None, what is at the target first)
+MAKE_CASES = [
+    ("dir", None, None), ("dir", None, "dir"), ("dir", None, "file"), ("dir", None, "link"),
+    ("file", None, None), ("file", None, "file"), ("file", None, "dir"), ("file", None, "link"),
+    ("file", None, "no-parent"),
+    ("match_source", "dir", None), ("match_source", "file", None), ("match_source", "file", "dir"),
+    ("match_source", "dir", "file"), ("match_source", "missing", None), ("match_source", "dir", "link"),
+]
+
+
+def prepare(base, source_kind, existing):
+    """A fresh root with the target (root/t or root/p/t) in its first state."""
+    root = os.path.join(base, "root")
+    os.makedirs(root)
+    target = os.path.join(root, "p", "t") if existing == "no-parent" else os.path.join(root, "t")
+    if existing == "dir":
+        os.mkdir(target)
+    elif existing == "file":
+        open(target, "w").close()
+    elif existing == "link":
+        os.symlink("/elsewhere", target)
+    source = os.path.join(base, "source")
+    if source_kind == "dir":
+        os.mkdir(source)
+    elif source_kind == "file":
+        open(source, "w").close()
+    return root, target, source
+
+
+def outcome(ok, target):
+    if not ok:
+        return "ERROR"
+    if os.path.islink(target):
+        return "link"
+    return "dir" if os.path.isdir(target) else "file" if os.path.exists(target) else "missing"
+
+
+@pytest.mark.parametrize("shell", sorted(SHELLS))
+@pytest.mark.parametrize("create,source_kind,existing", MAKE_CASES)
+def test_make_target_and_make_mount_point_answer_alike(tmp_path, shell, create, source_kind, existing):
+    root, target, source = prepare(str(tmp_path / "py"), source_kind, existing)
+    try:
+        _applier._make_mount_point(target, create, source)
+        python = outcome(True, target)
+    except (_applier.ApplyError, OSError):
+        python = "ERROR"
+    root, target, source = prepare(str(tmp_path / "sh"), source_kind, existing)
+    # mount(8) makes a directory the script leaves to X-mount.mkdir: do it here
+    code = shell_functions("make_target") + (
+        'RESOLVED=%s; RESOLVED_FRESH=\nmake_target %s %s\n'
+        '[ -z "$MKDIR_OPTION" ] || "$T_mkdir" -p -- "$RESOLVED"\necho done\n'
+        % (_render.shell_quote(target), create, _render.shell_quote(source)))
+    out = run_shell(shell, code, CFS_ROOT=root)
+    script = outcome(out.strip().endswith("done"), target)
+    assert script == python
+
+
+# ---------------------------------------------------------------------------------------
+# inherited_flags <-> lies_on_flags
+# ---------------------------------------------------------------------------------------
+
+MOUNTS = [("top", "nosuid"), ("top/nested", "nodev,noexec"), ("top/with space", "noexec"),
+          ("top/nested/deeper", "nosuid,nodev,noexec"), ("top/over", "nodev"), ("top/over", "nosuid")]
+FLAG_CASES = ["/", "top", "top/file", "top/nested", "top/nested/x/y", "top/nestedx",
+              "top/with space", "top/with space/in", "top/nested/deeper/z", "top/over/a", "elsewhere"]
+
+# Runs in a private mount namespace: mounts MOUNTS under BASE, then prints, for each case,
+# the applier's answer and each shell's answer as JSON.
+FLAGS_HARNESS = r'''
+import json, os, subprocess, sys
+sys.path.insert(0, os.getcwd())
+from tests.lib import collection
+collection.register()
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _applier, _mountinfo
+base, code, mounts, cases, shells = json.loads(sys.argv[1])
+for path, options in mounts:
+    os.makedirs(os.path.join(base, path), exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", os.path.join(base, path)], check=True)
+    os.makedirs(os.path.join(base, "top", "nested", "x"), exist_ok=True)
+table = _mountinfo.read()
+out = {"python": [",".join(_applier.lies_on_flags(table, p if p == "/" else os.path.join(base, p))) for p in cases]}
+for name, argv in shells.items():
+    lines = subprocess.run(argv + ["-c", code], stdout=subprocess.PIPE, universal_newlines=True,
+                           check=True).stdout.splitlines()
+    out[name] = [l[len("FLAGS "):].lstrip(",") for l in lines]
+print(json.dumps(out))
+'''
+
+
+def test_inherited_flags_and_lies_on_flags_answer_alike(tmp_path):
+    base = str(tmp_path)
+    paths = ["/" if p == "/" else os.path.join(base, p) for p in FLAG_CASES]
+    code = shell_functions("fstab_escape", "current_mounts", "inherited_flags") + "".join(
+        'inherited_flags %s; printf "FLAGS %%s\\n" "$INHERITED"\n' % _render.shell_quote(p) for p in paths)
+    args = json.dumps([base, code, MOUNTS, FLAG_CASES, SHELLS])
+    proc = subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable, "-c",
+                           FLAGS_HARNESS, args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    answers = json.loads(proc.stdout)
+    python = dict(zip(FLAG_CASES, answers.pop("python")))
+    for shell, flags in answers.items():
+        assert dict(zip(FLAG_CASES, flags)) == python, shell
+    assert python["top/with space/in"] == "noexec" and python["top/over/a"] == "nosuid"
+    assert python["top/nestedx"] == "nosuid" and python["top/nested/x/y"] == "nodev,noexec"
