@@ -39,8 +39,8 @@ sys.path.insert(0, REPO)
 from tests.lib import collection  # noqa: E402
 
 collection.register()
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _image_store  # noqa: E402
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _unpack  # noqa: E402
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import store as _image_store  # noqa: E402
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import unpack as _unpack  # noqa: E402
 
 
 def log(msg):

@@ -158,19 +158,19 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _applier
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _image_spec
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import applier as _applier
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import image as _image_spec
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _layout
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _plan
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _spec
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _spec_file
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._plan import plan as _plan
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import validate as _spec
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import files as _spec_file
 
 
 def load_raw_spec(module):
     """The raw spec and the directory its relative paths are relative to."""
     params = module.params
     if params["bundle"]:
-        from ansible_collections.fromscratch.containerfs.plugins.module_utils import _oci
+        from ansible_collections.fromscratch.containerfs.plugins.module_utils._oci import bundle as _oci
         raw, warnings = _oci.spec_from_bundle(params["bundle"], lenient=params["lenient"])
         for warning in warnings:
             module.warn(warning)

@@ -106,7 +106,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _applier
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import applier as _applier
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._layout import DEFAULT_STATE_DIR
 
 

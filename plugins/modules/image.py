@@ -223,12 +223,12 @@ import stat
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _hostfs
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import hostfs as _hostfs
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _layout
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._image_errors import (
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.errors import (
     ImageError, ImageInputError,
 )
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._image_store import (
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.store import (
     IMAGE_ARGUMENT_SPEC, ImageStore,
 )
 

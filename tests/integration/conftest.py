@@ -249,8 +249,8 @@ def make_plan_container(tmp_path, busybox_rootfs):
     """make_plan_container(change, **fields) -> Container, or the exception rendering raised.
     The spec is validated and planned, then change(plan) edits the plan in place (values no
     validator saw, as an attacker past validation would write them) and it is rendered."""
-    from ansible_collections.fromscratch.containerfs.plugins.module_utils._plan import build_plan
-    from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import load_spec
+    from ansible_collections.fromscratch.containerfs.plugins.module_utils._plan.plan import build_plan
+    from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.validate import load_spec
     from ansible_collections.fromscratch.containerfs.plugins.plugin_utils import _render
 
     def make(change, **fields):

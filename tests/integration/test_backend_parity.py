@@ -11,9 +11,9 @@ import subprocess
 
 import pytest
 
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._applier import Applier
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._plan import build_plan
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import load_spec
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime.applier import Applier
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._plan.plan import build_plan
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.validate import load_spec
 from tests.lib import mountinfo
 
 FLAGS = ("ro", "nosuid", "nodev", "noexec")

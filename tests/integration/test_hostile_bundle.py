@@ -15,7 +15,7 @@ import pytest
 
 from tests.lib import hostile
 
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _spec
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import validate as _spec
 
 ANNOTATION = "fromscratch.containerfs.spec"
 BASE_MOUNTS = [m for m in _spec.RUNC_DEFAULT_MOUNTS if m["target"] in ("/proc", "/dev")]

@@ -22,7 +22,7 @@ import pytest
 from tests.lib import hostile
 from tests.lib import oci_fixtures as fx
 
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _spec
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import validate as _spec
 
 # Fields a user may not supply; tested on their own below.
 INTERNAL_FIELDS = {"rootfs.image.resolved"}

@@ -175,7 +175,7 @@ def image_spec(tmp_path, store):
 
 
 def test_gc_racing_a_container_present_never_takes_its_layers(tmp_path):
-    from ansible_collections.fromscratch.containerfs.plugins.module_utils._image_store import ImageStore
+    from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.store import ImageStore
     store = str(tmp_path / "store")
     spec = image_spec(tmp_path, store)
     stop = threading.Event()

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _plan
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._plan import plan as _plan
 
 from conftest import HOST_ENV, SHELLS
 

@@ -29,7 +29,7 @@ from tests.lib import oci_fixtures as fx
 from tests.lib.oci_fixtures import (chardev, dir_, fifo, file_, hardlink, make_tar, opaque,
                                     symlink, whiteout)
 
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._image_store import ImageStore
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.store import ImageStore
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._layout import LAYER_METADATA_KEYS
 
 APPLETS = ("sh", "ls", "cat", "echo", "true", "pwd", "env", "stat", "grep", "touch", "test",

@@ -4,8 +4,8 @@ import stat
 
 import pytest
 
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _applier as A
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _hostfs as H
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import applier as A
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import hostfs as H
 
 
 def test_make_dirs_creates_the_chain_with_its_mode(tmp_path):

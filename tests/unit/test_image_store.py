@@ -12,12 +12,12 @@ import tarfile
 
 import pytest
 
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _blob as B
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _image_store as S
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _layers as L
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _platforms as P
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _source_fs as FS
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _unpack as U
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import blob as B
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import store as S
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import layers as L
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import platforms as P
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import source_fs as FS
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import unpack as U
 from tests.lib import oci_fixtures as fx
 from tests.lib.oci_fixtures import dir_, file_, hardlink, make_tar, opaque, symlink, whiteout
 
@@ -376,7 +376,7 @@ def test_parity_with_umoci(tmp_path):
 
 def run_cli(argv, tty=False):
     import argparse
-    from ansible_collections.fromscratch.containerfs.plugins.module_utils import _unpack_cli
+    from ansible_collections.fromscratch.containerfs.plugins.plugin_utils import _unpack_cli
 
     class Err(io.StringIO):
         def isatty(self):

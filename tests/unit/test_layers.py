@@ -10,9 +10,9 @@ import tarfile
 
 import pytest
 
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _blob as B
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _flatten as F
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _layers as L
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import blob as B
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import flatten as F
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import layers as L
 from tests.lib import oci_fixtures as fx
 from tests.lib.oci_fixtures import (chardev, dir_, file_, fifo, hardlink, make_tar, opaque,
                                     symlink, whiteout)
@@ -194,7 +194,7 @@ def test_rootless_skips_devices_and_owners(tmp_path):
     script = (
         "import sys, os; sys.path.insert(0, %r)\n"
         "from tests.lib import collection; collection.register()\n"
-        "from ansible_collections.fromscratch.containerfs.plugins.module_utils import _layers\n"
+        "from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import layers as _layers\n"
         "os.mkdir(%r)\n"
         "r = _layers.apply_layer(open(%r, 'rb'), %r)\n"
         "print('\\n'.join(r['warnings']))\n" % (

@@ -7,11 +7,11 @@ import re
 
 import pytest
 
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _applier
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _image_store
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import applier as _applier
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import store as _image_store
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _layout
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _spec
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._plan import build_plan, container_paths
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import validate as _spec
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._plan.plan import build_plan, container_paths
 from ansible_collections.fromscratch.containerfs.plugins.plugin_utils import _render
 
 TEMPLATE = os.path.join(_render.TEMPLATE_DIR, "container.sh.j2")

@@ -1,7 +1,7 @@
 """The typed form of mount options: parsed once, turned back into words in one place."""
 import pytest
 
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _mountopts as mountopts
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import mountopts
 
 
 def test_parse_sorts_words_into_their_kinds():

@@ -2,10 +2,10 @@
 import copy
 import json
 
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _mountopts as mountopts
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._plan import (
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import mountopts
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._plan.plan import (
     build_plan, format_plan, MOUNT_STEPS, STEP_KINDS)
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import load_spec
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.validate import load_spec
 
 
 def spec_of(**extra):
@@ -138,7 +138,7 @@ def test_plan_kinds_are_the_mount_steps_and_more():
 
 
 def test_every_step_kind_has_an_applier_handler():
-    from ansible_collections.fromscratch.containerfs.plugins.module_utils import _applier
+    from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import applier as _applier
     elsewhere = set(_applier.HOST_STEP_KINDS) | set(_applier.STARTED_STEP_KINDS)
     for kind in STEP_KINDS:
         if kind in elsewhere:

@@ -6,8 +6,8 @@ import subprocess
 
 import pytest
 
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._plan import build_plan
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import load_spec
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._plan.plan import build_plan
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.validate import load_spec
 from ansible_collections.fromscratch.containerfs.plugins.plugin_utils import _render
 
 NASTY = "it's a \"test\" with $HOME, `id`, $(id), \\n and a\ttab ;& |"

@@ -1,8 +1,8 @@
 """Validation rules of the spec: each rule refuses what it should, naming the field."""
 import pytest
 
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _spec
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import SpecError, load_spec
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import validate as _spec
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.validate import SpecError, load_spec
 
 
 def minimal(**extra):

@@ -9,9 +9,11 @@ import time
 
 import pytest
 
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _image_spec, _oci
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _spec, _spec_file
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import SpecError, load_spec
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import image as _image_spec
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._oci import bundle as _oci
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import validate as _spec
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import files as _spec_file
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.validate import SpecError, load_spec
 
 DIGEST = "sha256:" + "a" * 64
 RESOLVED = {"format": "oci", "manifest_digest": DIGEST, "config_digest": DIGEST, "rootfs": None,

@@ -36,15 +36,15 @@ import os
 import shutil
 import stat
 
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _blob
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._image_errors import (
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import blob as _blob
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.errors import (
     ImageError, LayerVerifyError, UnsafeLayerError,
 )
 # Re-exported: callers catch every layer error from this module.
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._image_errors import (  # noqa: F401 pylint: disable=unused-import
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.errors import (  # noqa: F401 pylint: disable=unused-import
     ImageInputError,
 )
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._tar import (
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.tar import (
     BLOCKDEV, CHARDEV, DIRECTORY, FIFO, HARDLINK, REGULAR, SYMLINK, TarReader, clean_name,
 )
 

@@ -27,11 +27,11 @@ import copy
 import os
 import re
 
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _blob
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import blob as _blob
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _layout
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _image_source
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._image_errors import ImageError
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import (
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import source as _image_source
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.errors import ImageError
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.validate import (
     DEFAULT_ENV, DEFAULT_STATE_DIR, IMAGE_FIELDS, NAME_RE, USER_RE, SpecError,
     bad_char, check_structure, load_spec)
 

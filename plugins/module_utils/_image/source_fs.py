@@ -17,8 +17,8 @@ import os
 import re
 import tarfile
 
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._blob import sniff_compression
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._image_errors import ImageInputError
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.blob import sniff_compression
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.errors import ImageInputError
 
 
 def clean_rel(rel, where):

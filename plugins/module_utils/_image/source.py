@@ -28,14 +28,14 @@ import json
 import os
 import re
 
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _blob
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._image_errors import (
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import blob as _blob
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.errors import (
     ImageError, ImageInputError, ImageNotFoundError, LayerVerifyError,
 )
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._platforms import (
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.platforms import (
     format_platform, host_platform, parse_platform, platform_rank,
 )
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._source_fs import (
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.source_fs import (
     clean_rel, detect_format, open_source,
 )
 

@@ -18,7 +18,7 @@ __metaclass__ = type
 
 import json
 
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import (
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.validate import (
     MAX_DEPTH, MAX_NODES, SpecError, check_structure)
 
 try:

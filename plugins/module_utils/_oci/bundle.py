@@ -30,10 +30,10 @@ import copy
 import json
 import os
 
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _mountopts as mountopts
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _plan as plan_mod
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _spec as spec_mod
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _spec_file
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import mountopts
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._plan import plan as plan_mod
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import validate as spec_mod
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import files as _spec_file
 
 OCI_VERSION = "1.0.2"
 ANNOTATION = "fromscratch.containerfs.spec"

@@ -5,7 +5,7 @@
 PRIVATE to the collection: it can have breaking changes at any time. Standard library
 only. Wiring, in scripts/containerfs::
 
-    from ansible_collections.fromscratch.containerfs.plugins.module_utils import _unpack_cli
+    from ansible_collections.fromscratch.containerfs.plugins.plugin_utils import _unpack_cli
     _unpack_cli.add_parser(commands)          # commands = parser.add_subparsers(...)
     ...
     rc = args.func(args)                      # main(args) returns the exit status
@@ -20,9 +20,9 @@ __metaclass__ = type
 import sys
 import time
 
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _image_source
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _unpack
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._image_errors import ImageError, ImageInputError
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import source as _image_source
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import unpack as _unpack
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.errors import ImageError, ImageInputError
 
 EXIT_OK, EXIT_FAILURE, EXIT_INVALID = 0, 1, 2
 

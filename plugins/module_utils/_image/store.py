@@ -28,19 +28,19 @@ import re
 import shutil
 import tempfile
 
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _blob
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _flatten
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _hostfs
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _layers
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import blob as _blob
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import flatten as _flatten
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import hostfs as _hostfs
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import layers as _layers
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _layout
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._image_errors import (
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.errors import (
     ImageError, ImageInputError,
 )
 # Re-exported: callers catch every image error from this module.
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._image_errors import (  # noqa: F401 pylint: disable=unused-import
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.errors import (  # noqa: F401 pylint: disable=unused-import
     ImageNotFoundError, LayerVerifyError,
 )
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._image_source import (
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.source import (
     FORMATS, layer_name, layer_opener, resolve,
 )
 

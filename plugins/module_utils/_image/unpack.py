@@ -12,13 +12,13 @@ __metaclass__ = type
 import os
 import re
 
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _blob
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _flatten
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _layers
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._image_source import (
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import blob as _blob
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import flatten as _flatten
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import layers as _layers
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.source import (
     layer_name, layer_opener, resolve,
 )
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._image_store import ImageStore
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.store import ImageStore
 
 
 def unpack(source, dest, format="auto", tag=None, digest=None, platform=None,

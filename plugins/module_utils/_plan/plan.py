@@ -26,8 +26,8 @@ import json
 import os
 
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _layout
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _mountopts as mountopts
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import DEFAULT_DEV_SYMLINKS
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import mountopts
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.validate import DEFAULT_DEV_SYMLINKS
 
 PLAN_VERSION = 1
 

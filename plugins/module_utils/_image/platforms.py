@@ -11,7 +11,7 @@ __metaclass__ = type
 
 import platform as _platform
 
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._image_errors import ImageInputError
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.errors import ImageInputError
 
 _ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64",
          "i386": "386", "i686": "386", "ppc64le": "ppc64le", "s390x": "s390x",

@@ -27,13 +27,13 @@ import os
 import stat
 import subprocess
 
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _hostfs
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import hostfs as _hostfs
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _layout
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _mountinfo as mountinfo
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _mountopts as mountopts
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _plan
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _spec
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._plan import describe_step
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import mountinfo
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import mountopts
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._plan import plan as _plan
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import validate as _spec
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._plan.plan import describe_step
 
 NS_FILES = {"mount": "mnt", "uts": "uts", "ipc": "ipc", "net": "net", "cgroup": "cgroup"}
 CLONE_FLAGS = {"mnt": 0x00020000, "uts": 0x04000000, "ipc": 0x08000000, "net": 0x40000000,
@@ -725,7 +725,7 @@ class Applier(object):
         code). Whether it is there is asked under the store's lock, which its garbage
         collection holds from reading the references to deleting: our reference is written
         first, so a layer seen here stays. Returns True when it was (or would be) added."""
-        from ansible_collections.fromscratch.containerfs.plugins.module_utils import _image_store
+        from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import store as _image_store
         store = _image_store.ImageStore(self.plan["paths"]["store"])
         if self.check_mode:
             return not store.has_layer(step["diff_id"])

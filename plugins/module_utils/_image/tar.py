@@ -16,7 +16,7 @@ __metaclass__ = type
 
 import os
 
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._image_errors import (
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.errors import (
     ImageInputError, UnsafeLayerError,
 )
 

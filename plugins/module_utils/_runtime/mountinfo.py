@@ -10,7 +10,7 @@ __metaclass__ = type
 
 import re
 
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _mountopts as mountopts
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import mountopts
 
 _ESCAPE = re.compile(r"\\([0-7]{3})")
 

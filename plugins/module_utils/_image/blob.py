@@ -26,7 +26,7 @@ try:
 except ImportError:  # pragma: no cover - Python 2 is not supported, keeps sanity happy
     import Queue as queue  # noqa: N813
 
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._image_errors import (
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.errors import (
     ImageError, ImageInputError, LayerVerifyError,
 )
 

@@ -23,7 +23,7 @@ import re
 # The host paths are the layout's; the spec defaults to them.
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._layout import (  # noqa: F401
     DEFAULT_RUN_DIR, DEFAULT_STATE_DIR)
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _mountopts as mountopts
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import mountopts
 
 SPEC_VERSION = 1
 

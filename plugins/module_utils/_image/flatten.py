@@ -22,10 +22,10 @@ import shutil
 import stat
 import tempfile
 
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _hostfs
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._blob import CHUNK
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._image_errors import ImageInputError
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._layers import (
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import hostfs as _hostfs
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.blob import CHUNK
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.errors import ImageInputError
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.layers import (
     FORBIDDEN_XATTR_PREFIXES, OPAQUE_XATTR, path_in,
 )
 
