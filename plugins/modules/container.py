@@ -2,9 +2,6 @@
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import absolute_import, division, print_function
-__metaclass__ = type
-
 DOCUMENTATION = r"""
 ---
 module: container
@@ -158,12 +155,15 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import applier as _applier
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import image as _image_spec
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _layout
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._errors import ContainerfsError
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._plan import plan as _plan
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import validate as _spec
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import applier as _applier
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import host_steps as _host_steps
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime.errors import ApplyError
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import files as _spec_file
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import image as _image_spec
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.errors import SpecError
 
 
 def load_raw_spec(module):
@@ -178,7 +178,7 @@ def load_raw_spec(module):
     if params["spec_file"]:
         try:
             raw = _spec_file.read(params["spec_file"])
-        except (IOError, OSError) as exc:
+        except OSError as exc:
             module.fail_json(msg="cannot read spec_file %s: %s" % (params["spec_file"], exc))
         return raw, os.path.dirname(os.path.abspath(params["spec_file"]))
     if params["spec"] is not None:
@@ -189,18 +189,18 @@ def load_raw_spec(module):
 def check_params(params):
     """Name and dirs are checked before any path is built from them."""
     if params["name"] is not None:
-        _applier.check_name(params["name"])
+        _host_steps.check_name(params["name"])
     for key in ("state_dir", "run_dir"):
         if params[key] is not None:
-            params[key] = _applier.check_host_dir(params[key], key)
+            params[key] = _host_steps.check_host_dir(params[key], key)
 
 
 def build_plan(module):
     params = module.params
     if not (params["spec"] or params["spec_file"] or params["bundle"]):
         # by name only (state=absent): the plan it was set up from says where it all is
-        recorded = _applier.recorded_plan(params["state_dir"] or _layout.DEFAULT_STATE_DIR,
-                                          params["name"], params["run_dir"])
+        recorded = _host_steps.recorded_plan(params["state_dir"] or _layout.DEFAULT_STATE_DIR,
+                                             params["name"], params["run_dir"])
         if recorded is not None:
             return recorded
     raw, base_dir = load_raw_spec(module)
@@ -209,9 +209,9 @@ def build_plan(module):
             raw[key] = module.params[key]
     plan = _plan.build_plan(_image_spec.load(raw, base_dir=base_dir))
     # whatever the spec validator allowed: the name and dirs every path is built from
-    _applier.check_name(plan["name"])
-    _applier.check_host_dir(os.path.dirname(os.path.dirname(plan["paths"]["state"])), "state_dir")
-    _applier.check_host_dir(os.path.dirname(plan["paths"]["run"]), "run_dir")
+    _host_steps.check_name(plan["name"])
+    _host_steps.check_host_dir(os.path.dirname(os.path.dirname(plan["paths"]["state"])), "state_dir")
+    _host_steps.check_host_dir(os.path.dirname(plan["paths"]["run"]), "run_dir")
     return plan
 
 
@@ -228,6 +228,15 @@ def apply(module, applier):
         actions = applier.remove() if absent else applier.converge()
         after = [] if absent else applier.persistent_steps()
     return actions, before, after
+
+
+def failure_details(exc):
+    """What a failure adds to its message: every spec error, the command that failed."""
+    if isinstance(exc, SpecError):
+        return {"errors": ["%s: %s" % e for e in exc.errors]}
+    if isinstance(exc, ApplyError):
+        return {"cmd": exc.cmd}
+    return {}
 
 
 def main():
@@ -253,18 +262,14 @@ def main():
     try:
         check_params(module.params)
         plan = build_plan(module)
-    except _spec.SpecError as exc:
-        module.fail_json(msg=str(exc), errors=["%s: %s" % e for e in exc.errors])
-    except _applier.ApplyError as exc:
-        module.fail_json(msg=str(exc))
+    except ContainerfsError as exc:
+        module.fail_json(msg=str(exc), **failure_details(exc))
 
     applier = _applier.Applier(plan, check_mode=module.check_mode)
     try:
         actions, before, after = apply(module, applier)
-    except _applier.ApplyError as exc:
-        module.fail_json(msg="container %s: %s" % (plan["name"], exc), cmd=exc.cmd)
-    except (IOError, OSError) as exc:
-        module.fail_json(msg="container %s: %s" % (plan["name"], exc))
+    except (ContainerfsError, OSError) as exc:
+        module.fail_json(msg="container %s: %s" % (plan["name"], exc), **failure_details(exc))
 
     result = dict(changed=bool(actions), actions=actions)
     if module.params["state"] == "present":

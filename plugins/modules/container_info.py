@@ -2,9 +2,6 @@
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import absolute_import, division, print_function
-__metaclass__ = type
-
 DOCUMENTATION = r"""
 ---
 module: container_info
@@ -106,8 +103,11 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import applier as _applier
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._errors import ContainerfsError
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._layout import DEFAULT_STATE_DIR
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import applier as _applier
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime.errors import ApplyError
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime.host_steps import recorded_plan
 
 
 def main():
@@ -122,8 +122,8 @@ def main():
     if os.geteuid() != 0:
         module.fail_json(msg="fromscratch.containerfs.container_info must run as root (become: true)")
     try:
-        plan = _applier.recorded_plan(module.params["state_dir"], module.params["name"])
-    except _applier.ApplyError as exc:
+        plan = recorded_plan(module.params["state_dir"], module.params["name"])
+    except ContainerfsError as exc:
         module.fail_json(msg=str(exc))
     if plan is None or not os.path.isdir(os.path.dirname(plan["paths"]["lock"])):
         module.exit_json(changed=False, exists=False)
@@ -131,10 +131,9 @@ def main():
     try:
         with applier.locked(module.params["lock_timeout"], shared=True):
             container = inspect(applier)
-    except _applier.ApplyError as exc:
-        module.fail_json(msg="container %s: %s" % (plan["name"], exc), cmd=exc.cmd)
-    except (IOError, OSError) as exc:
-        module.fail_json(msg="container %s: %s" % (plan["name"], exc))
+    except (ContainerfsError, OSError) as exc:
+        module.fail_json(msg="container %s: %s" % (plan["name"], exc),
+                         **({"cmd": exc.cmd} if isinstance(exc, ApplyError) else {}))
     if container is None:
         module.exit_json(changed=False, exists=False)
     module.exit_json(changed=False, exists=True, container=container)

@@ -18,16 +18,13 @@ Container paths stay container paths; back-ends join them with the root they bui
 Private to the collection; may change without notice.
 """
 
-from __future__ import absolute_import, division, print_function
-__metaclass__ = type
-
 import hashlib
 import json
 import os
 
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _layout
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import mountopts
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.validate import DEFAULT_DEV_SYMLINKS
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.defaults import DEFAULT_DEV_SYMLINKS
 
 PLAN_VERSION = 1
 
@@ -300,7 +297,7 @@ def _devices(spec):
              for d in spec["devices"]]
     for link in DEFAULT_DEV_SYMLINKS:
         steps.append(_step("symlink", "root", "standard /dev link", path=link["path"],
-                           target=link["target"], if_exists=link.get("if_exists")))
+                           link_to=link["link_to"], if_exists=link.get("if_exists")))
     return steps
 
 
@@ -485,7 +482,7 @@ _DESCRIBERS = {
                                                        ", cgroupns" if s["cgroupns"] else ""),
     "mknod": lambda s: "mknod %s %s %d:%d mode %s uid %d gid %d" % (
         s["path"], s["type"], s["major"], s["minor"], s["mode"], s["uid"], s["gid"]),
-    "symlink": lambda s: "ln -s %s %s%s" % (s["target"], s["path"],
+    "symlink": lambda s: "ln -s %s %s%s" % (s["link_to"], s["path"],
                                             " (if %s exists)" % s["if_exists"] if s["if_exists"] else ""),
     "hostname": lambda s: "hostname %s" % s["name"],
     "workdir": lambda s: "mkdir -p %s (if missing)" % s["path"],

@@ -7,13 +7,11 @@ checked (a symlink, a non-directory, a directory not owned by root or writable b
 others is refused), files written atomically under a unique exclusive temp name, trees
 removed only when they are real directories, and the per-container lock file.
 
-Private to the collection; may change without notice. Standard library only (the modules
-on the targets and the CLI both import it). Errors are OSError (`UnsafePathError` for a
-path refused), so callers report them as they report any other host failure.
+Standard library only (the modules on the targets and the CLI both import it). Errors
+are OSError (`UnsafePathError` for a path refused, `LockTimeout`; both also
+ContainerfsError), so callers report them as they report any other host failure.
+Private to the collection; may change without notice.
 """
-
-from __future__ import absolute_import, division, print_function
-__metaclass__ = type
 
 import contextlib
 import errno
@@ -24,23 +22,27 @@ import stat
 import tempfile
 import time
 
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._errors import ContainerfsError
+
 LOCK_POLL = 0.1
 
 
-class UnsafePathError(OSError):
+class UnsafePathError(OSError, ContainerfsError):
     """A host path we would write through is not ours (a symlink, another owner...)."""
 
     def __init__(self, path, reason):
-        super(UnsafePathError, self).__init__(errno.EPERM, reason, path)
+        super().__init__(errno.EPERM, reason, path)
         self.message = "%s %s; refusing to use it" % (path, reason)
 
     def __str__(self):
         return self.message
 
 
-class LockTimeout(OSError):
+class LockTimeout(OSError, ContainerfsError):
+    """Another run held the lock for longer than we were to wait."""
+
     def __init__(self, path, what, timeout):
-        super(LockTimeout, self).__init__(errno.EWOULDBLOCK, "lock timeout", path)
+        super().__init__(errno.EWOULDBLOCK, "lock timeout", path)
         self.message = ("%s: another run holds the lock %s; gave up after %ss"
                         % (what, path, timeout))
 

@@ -2,20 +2,13 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Parse /proc/<pid>/mountinfo (proc(5)) into plain records.
 
-Private to the collection; may change without notice. Standard library only.
+Standard library only.
+Private to the collection; may change without notice.
 """
-
-from __future__ import absolute_import, division, print_function
-__metaclass__ = type
 
 import re
 
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import mountopts
-
 _ESCAPE = re.compile(r"\\([0-7]{3})")
-
-# Per-mount flags that mountinfo shows and a spec can ask for.
-CHECKED_FLAGS = ("ro", "nosuid", "nodev", "noexec")
 
 
 def unescape(field):
@@ -60,8 +53,3 @@ def top_mount(entries, mount_point):
         if entry["mount_point"] == mount_point:
             found = entry
     return found
-
-
-def wanted_flags(options):
-    """The per-mount flags (ro, nosuid, nodev, noexec) that option words ask for."""
-    return mountopts.wanted_flags(options)

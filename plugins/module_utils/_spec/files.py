@@ -4,22 +4,19 @@
 
 `load_text(data, name)` turns the bytes of a spec file into plain data, or raises
 `SpecError` with a message naming the file: input that is not UTF-8, a mapping key given
-twice (named with its line), nesting deeper than `_spec.MAX_DEPTH` and more than
-`_spec.MAX_NODES` values once aliases are expanded (an alias bomb) are refused before
+twice (named with its line), nesting deeper than `text.MAX_DEPTH` and more than
+`text.MAX_NODES` values once aliases are expanded (an alias bomb) are refused before
 anything is built from them. `read(path)` does the same for a file. `load_json(data,
 name)` reads a config.json under the same rules.
 
-Private to the collection; may change without notice. PyYAML is needed only to read
-YAML.
+PyYAML is needed only to read YAML.
+Private to the collection; may change without notice.
 """
-
-from __future__ import absolute_import, division, print_function
-__metaclass__ = type
 
 import json
 
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.validate import (
-    MAX_DEPTH, MAX_NODES, SpecError, check_structure)
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.errors import SpecError
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.text import MAX_DEPTH, MAX_NODES, check_structure
 
 try:
     import yaml
@@ -107,12 +104,12 @@ def _make_loader():
                 if self.depth > MAX_DEPTH:
                     raise SpecError([("", "%s is nested more than %d levels deep (line %d)"
                                       % (self.name, MAX_DEPTH, self.peek_event().start_mark.line + 1))])
-                return super(SpecLoader, self).compose_node(parent, index)
+                return super().compose_node(parent, index)
             finally:
                 self.depth -= 1
 
         def compose_mapping_node(self, anchor):
-            node = super(SpecLoader, self).compose_mapping_node(anchor)
+            node = super().compose_mapping_node(anchor)
             seen = set()
             for key_node, _value in node.value:
                 if isinstance(key_node, yaml.ScalarNode) and key_node.tag != MERGE_TAG:
@@ -125,7 +122,7 @@ def _make_loader():
 
         def flatten_mapping(self, node):
             # Merge keys (<<) copy their mapping's entries: bound them like aliases.
-            super(SpecLoader, self).flatten_mapping(node)
+            super().flatten_mapping(node)
             if len(node.value) > MAX_NODES:
                 raise SpecError([("", "%s holds more than %d values (merge keys expanded)"
                                   % (self.name, MAX_NODES))])

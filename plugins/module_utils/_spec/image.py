@@ -17,11 +17,9 @@ returns (raw spec, resolved) where:
   process.user (a numeric User), and one persistent bind volume per image Volume (under
   the container's state dir).
 
-Private to the collection; may change without notice. Standard library only.
+Standard library only.
+Private to the collection; may change without notice.
 """
-
-from __future__ import absolute_import, division, print_function
-__metaclass__ = type
 
 import copy
 import os
@@ -31,9 +29,12 @@ from ansible_collections.fromscratch.containerfs.plugins.module_utils._image imp
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _layout
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import source as _image_source
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.errors import ImageError
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.validate import (
-    DEFAULT_ENV, DEFAULT_STATE_DIR, IMAGE_FIELDS, NAME_RE, USER_RE, SpecError,
-    bad_char, check_structure, load_spec)
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._layout import DEFAULT_STATE_DIR
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.defaults import DEFAULT_ENV
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.errors import SpecError
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.rootfs import IMAGE_FIELDS
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.text import NAME_RE, USER_RE, bad_char, check_structure
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.validate import load_spec
 
 
 def with_image(raw, base_dir=None):

@@ -6,9 +6,6 @@ OCI importer/exporter share (runc keeps the same knowledge in specconv's mountFl
 Private to the collection; may change without notice.
 """
 
-from __future__ import absolute_import, division, print_function
-__metaclass__ = type
-
 # word -> (MS_* flag name, True if the word clears the flag)
 FLAG_WORDS = {
     "ro": ("MS_RDONLY", False),
@@ -159,9 +156,3 @@ def unshare_propagation(word):
     """unshare(1) --propagation takes slave, shared, private or unchanged and always acts
     recursively: the word for a recursive propagation word of the plan."""
     return word[1:] if word.startswith("r") else word
-
-
-def wanted_flags(options):
-    """Old word-level helper kept only for _mountinfo.wanted_flags (no back-end uses
-    either any more): the checked flags option words leave set."""
-    return set(checked_flags(parse(options)))
