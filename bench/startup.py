@@ -143,7 +143,7 @@ def crun_cgroup_workaround():
 # Timing
 # ---------------------------------------------------------------------------
 
-class Runner(object):
+class Runner:
     def __init__(self, name, make_argv, cleanup=None):
         self.name, self.make_argv, self.cleanup = name, make_argv, cleanup
         self.times = []

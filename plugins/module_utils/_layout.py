@@ -37,21 +37,14 @@ The image store (STORE, by default the state dir)::
     refs         STORE/refs/*.json                      references of containers elsewhere
     containers   STORE/containers/<name>/image.json     references of containers here
 
-Private to the collection; may change without notice. Standard library only.
+Standard library only. Private to the collection; may change without notice.
 """
-
-from __future__ import absolute_import, division, print_function
-__metaclass__ = type
 
 import hashlib
 import json
 import os
 import time
-
-try:
-    from urllib.parse import quote, unquote
-except ImportError:  # pragma: no cover
-    from urllib import quote, unquote
+from urllib.parse import quote, unquote
 
 DEFAULT_STATE_DIR = "/var/lib/containerfs"
 DEFAULT_RUN_DIR = "/run/containerfs"
@@ -159,7 +152,7 @@ def _hex(diff_id):
     return diff_id.split(":", 1)[-1]
 
 
-class StoreLayout(object):
+class StoreLayout:
     """The paths of an image store rooted at `root` (see the table above)."""
 
     def __init__(self, root):

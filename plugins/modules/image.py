@@ -2,9 +2,6 @@
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import absolute_import, division, print_function
-__metaclass__ = type
-
 DOCUMENTATION = r"""
 ---
 module: image
@@ -295,7 +292,7 @@ def _flatten(store, name, dest, image, check_mode):
 def _read_sidecar(path):
     try:
         data = json.loads(_hostfs.read_file(path))
-    except (IOError, OSError, ValueError):
+    except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
 
@@ -322,7 +319,7 @@ def main():
         module.exit_json(**run_module(module))
     except ImageError as exc:
         module.fail_json(msg=str(exc))
-    except (IOError, OSError) as exc:
+    except OSError as exc:
         module.fail_json(msg="image store %s: %s: %s" % (
             module.params["store"], exc.filename or "", exc.strerror or exc))
 

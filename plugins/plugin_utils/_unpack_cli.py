@@ -2,8 +2,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """`containerfs unpack SOURCE DEST`: an image to a flattened root filesystem directory.
 
-PRIVATE to the collection: it can have breaking changes at any time. Standard library
-only. Wiring, in scripts/containerfs::
+Standard library only. Wiring, in scripts/containerfs::
 
     from ansible_collections.fromscratch.containerfs.plugins.plugin_utils import _unpack_cli
     _unpack_cli.add_parser(commands)          # commands = parser.add_subparsers(...)
@@ -12,17 +11,17 @@ only. Wiring, in scripts/containerfs::
 
 Exit status: 0 ok, 2 bad input (source, format, tag, verification, unsafe layer),
 1 any other failure.
-"""
 
-from __future__ import absolute_import, division, print_function
-__metaclass__ = type
+Private to the collection; may change without notice.
+"""
 
 import sys
 import time
 
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import source as _image_source
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import unpack as _unpack
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.errors import ImageError, ImageInputError
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._errors import ContainerfsError
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.errors import ImageInputError
 
 EXIT_OK, EXIT_FAILURE, EXIT_INVALID = 0, 1, 2
 
@@ -54,7 +53,7 @@ def add_parser(subparsers):
     return sub
 
 
-class ProgressBar(object):
+class ProgressBar:
     """`[#####.....]  45%  12.3/27.1 MiB` on a terminal, redrawn at most 10 times a second."""
 
     def __init__(self, stream, width=30):
@@ -97,11 +96,7 @@ def main(args, stderr=None, stdout=None):
         _end(progress_bar)
         stderr.write("containerfs unpack: %s\n" % exc)
         return EXIT_INVALID
-    except ImageError as exc:
-        _end(progress_bar)
-        stderr.write("containerfs unpack: error: %s\n" % exc)
-        return EXIT_FAILURE
-    except (IOError, OSError) as exc:
+    except (ContainerfsError, OSError) as exc:
         _end(progress_bar)
         stderr.write("containerfs unpack: error: %s\n" % exc)
         return EXIT_FAILURE

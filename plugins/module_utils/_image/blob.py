@@ -2,8 +2,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Reading a blob: digests, compression, and the one-pass hashing decompressor.
 
-PRIVATE to the collection: it can have breaking changes at any time. Standard library
-only (the CLI and the modules on the targets both import it); `zstandard` is used when it
+Standard library only (the CLI and the modules on the targets both import it); `zstandard` is used when it
 is installed, otherwise the `zstd` command.
 
 A layer blob (a tar, plain or gzip/xz/zstd compressed) is read once, in one pass:
@@ -11,10 +10,9 @@ A layer blob (a tar, plain or gzip/xz/zstd compressed) is read once, in one pass
     blob file -> sha256 + size (the descriptor's digest)        } helper thread:
               -> decompress -> sha256 (the config's diff_id)    } hashlib and the
               -> the tar stream, handed out in chunks           } codecs drop the GIL
-"""
 
-from __future__ import absolute_import, division, print_function
-__metaclass__ = type
+Private to the collection; may change without notice.
+"""
 
 import hashlib
 import shutil
@@ -65,7 +63,7 @@ def sniff_compression(head):
     return None
 
 
-class _HashingReader(object):
+class _HashingReader:
     """A read()-only file over `f` that hashes and counts every byte handed out."""
 
     def __init__(self, f, algo="sha256", limit=None, name="blob"):
@@ -148,7 +146,7 @@ def _zstd_command_reader(raw, command="zstd"):
     thread.daemon = True
     thread.start()
 
-    class _Reader(object):
+    class _Reader:
         def read(self, n=-1):
             data = proc.stdout.read(CHUNK if n is None or n < 0 else n)
             if not data:
@@ -189,7 +187,7 @@ def _decompressor(kind, raw, name):
     raise ImageInputError("%s: unsupported compression %r" % (name, kind))
 
 
-class BlobStream(object):
+class BlobStream:
     """Decompresses and hashes a blob in a helper thread; iterate to get the tar stream.
 
     After the iteration, `digest`, `size`, `diff_id` and `compression` are set. The

@@ -2,20 +2,20 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The errors of the image code: blobs, tar streams, layers, sources and the store.
 
-PRIVATE to the collection: it can have breaking changes at any time. Standard library
-only. The image code raises these typed errors and never exits; only the modules and
-the CLI turn them into a failure.
+Standard library only. The image code raises these typed errors and never exits; only
+the modules and the CLI turn them into a failure.
+
+Private to the collection; may change without notice.
 """
 
-from __future__ import absolute_import, division, print_function
-__metaclass__ = type
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._errors import ContainerfsError
 
 
-class ImageError(Exception):
+class ImageError(ContainerfsError):
     """Base of every error raised by the image code. `str()` is a complete message."""
 
     def __init__(self, msg, path=None):
-        super(ImageError, self).__init__(msg)
+        super().__init__(msg)
         self.msg = msg
         self.path = path
 

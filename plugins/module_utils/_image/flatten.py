@@ -2,40 +2,33 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Flattening: layers already unpacked, applied in order onto one root filesystem.
 
-PRIVATE to the collection: it can have breaking changes at any time. Standard library
-only (the CLI and the modules on the targets both import it).
+`apply_layer_dir()` applies an unpacked layer directory (as `layers` writes it in
+``layer`` mode) onto a tree with the rules of `tree`, the same ones the streamed path
+(`layers.LayerApplier`, ``flatten`` mode) follows: whiteout devices delete, opaque
+directories replace the lower children, the rest is copied with its attributes.
+`check_dest()` and `temp_next_to()` make the flattened tree appear at its destination
+complete or not at all.
 
-`apply_layer_dir()` applies an unpacked layer directory (as `_layers` writes it in
-``layer`` mode) onto a tree: whiteout devices delete, opaque directories replace the
-lower children, the rest is copied with its attributes. `check_dest()` and
-`temp_next_to()` make the flattened tree appear at its destination complete or not at
-all.
+Private to the collection; may change without notice.
 """
-
-from __future__ import absolute_import, division, print_function
-__metaclass__ = type
 
 import contextlib
 import errno
 import os
-import shutil
 import stat
 import tempfile
 
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import hostfs as _hostfs
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import tree as _tree
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.blob import CHUNK
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.errors import ImageInputError
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.layers import (
-    FORBIDDEN_XATTR_PREFIXES, OPAQUE_XATTR, path_in,
-)
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.tree import path_in
 
 
-def _remove_path(path, st=None):
-    st = st or os.lstat(path)
-    if stat.S_ISDIR(st.st_mode):
-        shutil.rmtree(path)
-    else:
-        os.unlink(path)
+def _never_upper(_rel):
+    """A stored layer is applied top-down: nothing of it is written yet when its whiteouts
+    and opaque directories act, so everything they reach is lower."""
+    return False
 
 
 def _copy_xattrs(src, dst, dst_fd=None):
@@ -44,7 +37,7 @@ def _copy_xattrs(src, dst, dst_fd=None):
     except OSError:
         return
     for key in names:
-        if key.startswith(FORBIDDEN_XATTR_PREFIXES):
+        if not _tree.layer_may_set_xattr(key):
             continue
         value = os.getxattr(src, key, follow_symlinks=False)
         if dst_fd is not None:
@@ -77,8 +70,52 @@ def _copy_file_data(sfd, dfd, size):
             view = view[os.write(dfd, view):]
 
 
-def is_whiteout_stat(st):
-    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+def _copy_file(spath, dpath, st):
+    sfd = os.open(spath, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        dfd = _tree.replace_entry(dpath, _tree.create_file)
+        try:
+            _copy_file_data(sfd, dfd, st.st_size)
+            os.fchown(dfd, st.st_uid, st.st_gid)
+            os.fchmod(dfd, stat.S_IMODE(st.st_mode))
+            _copy_xattrs(spath, dpath, dfd)
+            os.utime(dfd, ns=(st.st_atime_ns, st.st_mtime_ns))
+        finally:
+            os.close(dfd)
+    finally:
+        os.close(sfd)
+
+
+def _enter_dir(root, rel, opaque):
+    """Make `rel` a real directory of the tree; an opaque one loses its lower children."""
+    dpath = path_in(root, rel)
+    try:
+        cur = os.lstat(dpath)
+    except FileNotFoundError:
+        os.mkdir(dpath, 0o700)
+        return dpath
+    if not stat.S_ISDIR(cur.st_mode):
+        _tree.replace_with_dir(dpath, 0o700)
+    elif opaque:
+        _tree.clear_lower_children(root, rel, _never_upper)
+    return dpath
+
+
+def _copy_special(spath, dpath, st):
+    """A symlink or a device/fifo node; False for what a layer cannot hold (a socket)."""
+    mode = st.st_mode
+    if stat.S_ISLNK(mode):
+        _tree.replace_entry(dpath, lambda p: os.symlink(os.readlink(spath), p))
+    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode):
+        _tree.replace_entry(dpath, lambda p: os.mknod(p, stat.S_IFMT(mode) | 0o600, st.st_rdev))
+    else:
+        return False
+    os.chown(dpath, st.st_uid, st.st_gid, follow_symlinks=False)
+    if not stat.S_ISLNK(mode):
+        os.chmod(dpath, stat.S_IMODE(mode))
+    _copy_xattrs(spath, dpath)
+    os.utime(dpath, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+    return True
 
 
 def apply_layer_dir(src, root, whiteouts=True, warnings=None):
@@ -94,87 +131,33 @@ def apply_layer_dir(src, root, whiteouts=True, warnings=None):
     links = {}
     dir_attrs = []
 
-    def prepare(dpath, st):
-        """Make the dest path free for a non-directory."""
-        try:
-            cur = os.lstat(dpath)
-        except FileNotFoundError:
-            return
-        _remove_path(dpath, cur)
-
     def walk(rel):
         sdir = path_in(src, rel)
         for entry in os.scandir(sdir):
             crel = rel + "/" + entry.name if rel else entry.name
             spath = sdir + "/" + entry.name
-            dpath = path_in(root, crel)
             st = entry.stat(follow_symlinks=False)
-            mode = st.st_mode
-            if stat.S_ISDIR(mode):
-                opaque = False
-                if whiteouts:
-                    try:
-                        opaque = os.getxattr(spath, OPAQUE_XATTR, follow_symlinks=False) == b"y"
-                    except OSError:
-                        opaque = False
-                try:
-                    cur = os.lstat(dpath)
-                    if not stat.S_ISDIR(cur.st_mode):
-                        os.unlink(dpath)
-                        os.mkdir(dpath, 0o700)
-                    elif opaque:
-                        for child in os.listdir(dpath):
-                            _remove_path(dpath + "/" + child)
-                except FileNotFoundError:
-                    os.mkdir(dpath, 0o700)
+            if stat.S_ISDIR(st.st_mode):
+                dpath = _enter_dir(root, crel, whiteouts and _tree.is_opaque(spath))
                 os.chown(dpath, st.st_uid, st.st_gid, follow_symlinks=False)
                 _copy_xattrs(spath, dpath)
                 dir_attrs.append((dpath, st))
                 walk(crel)
-                continue
-            if whiteouts and is_whiteout_stat(st):
-                try:
-                    _remove_path(dpath)
-                except FileNotFoundError:
-                    pass
-                continue
-            if st.st_nlink > 1 and not stat.S_ISDIR(mode):
-                first = links.get((st.st_dev, st.st_ino))
-                if first is not None:
-                    prepare(dpath, st)
-                    os.link(first, dpath, follow_symlinks=False)
-                    continue
-                links[(st.st_dev, st.st_ino)] = dpath
-            prepare(dpath, st)
-            if stat.S_ISREG(mode):
-                sfd = os.open(spath, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-                try:
-                    dfd = os.open(dpath, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                                  | os.O_CLOEXEC, 0o600)
-                    try:
-                        _copy_file_data(sfd, dfd, st.st_size)
-                        os.fchown(dfd, st.st_uid, st.st_gid)
-                        os.fchmod(dfd, stat.S_IMODE(mode))
-                        _copy_xattrs(spath, dpath, dfd)
-                        os.utime(dfd, ns=(st.st_atime_ns, st.st_mtime_ns))
-                    finally:
-                        os.close(dfd)
-                finally:
-                    os.close(sfd)
-                continue
-            if stat.S_ISLNK(mode):
-                os.symlink(os.readlink(spath), dpath)
-            elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode):
-                os.mknod(dpath, stat.S_IFMT(mode) | 0o600, st.st_rdev)
+            elif whiteouts and _tree.is_whiteout(st):
+                _tree.remove_lower(root, crel, _never_upper)
             else:
-                if warnings is not None:
-                    warnings.append("%s: %r skipped (a socket)" % (src, crel))
-                continue
-            os.chown(dpath, st.st_uid, st.st_gid, follow_symlinks=False)
-            if not stat.S_ISLNK(mode):
-                os.chmod(dpath, stat.S_IMODE(mode))
-            _copy_xattrs(spath, dpath)
-            os.utime(dpath, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+                _copy_entry(spath, path_in(root, crel), st)
+
+    def _copy_entry(spath, dpath, st):
+        if st.st_nlink > 1:
+            first = links.setdefault((st.st_dev, st.st_ino), dpath)
+            if first != dpath:
+                _tree.replace_entry(dpath, lambda p: os.link(first, p, follow_symlinks=False))
+                return
+        if stat.S_ISREG(st.st_mode):
+            _copy_file(spath, dpath, st)
+        elif not _copy_special(spath, dpath, st) and warnings is not None:
+            warnings.append("%s: %r skipped (a socket)" % (src, os.path.relpath(spath, src)))
 
     rst = os.lstat(src)
     os.chown(root, rst.st_uid, rst.st_gid, follow_symlinks=False)

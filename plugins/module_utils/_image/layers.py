@@ -2,9 +2,6 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Safe unpacking of OCI / Docker image layers.
 
-PRIVATE to the collection: it can have breaking changes at any time. Standard library
-only (the CLI and the modules on the targets both import it).
-
 `apply_layer()` reads one layer blob once: `_blob.BlobStream` verifies and decompresses
 it, `_tar.TarReader` parses the tar stream, and `LayerApplier` writes the entries onto a
 root directory in one of two modes:
@@ -25,41 +22,27 @@ targets and whiteouts are resolved the same way, and a root entry ``./`` that is
 directory is refused. Owners are set before modes (setuid bits survive), ``l*``/fd
 variants only.
 
-`_flatten.apply_layer_dir()` applies a layer unpacked in ``layer`` mode onto a tree.
-"""
+The rules both modes share with `flatten.apply_layer_dir()` (a layer unpacked in
+``layer`` mode applied onto a tree) live in `tree`.
 
-from __future__ import absolute_import, division, print_function
-__metaclass__ = type
+Private to the collection; may change without notice.
+"""
 
 import errno
 import os
-import shutil
 import stat
 
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import blob as _blob
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import tree as _tree
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.errors import (
     ImageError, LayerVerifyError, UnsafeLayerError,
-)
-# Re-exported: callers catch every layer error from this module.
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.errors import (  # noqa: F401 pylint: disable=unused-import
-    ImageInputError,
 )
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.tar import (
     BLOCKDEV, CHARDEV, DIRECTORY, FIFO, HARDLINK, REGULAR, SYMLINK, TarReader, clean_name,
 )
-
-WHITEOUT_PREFIX = ".wh."
-OPAQUE_MARKER = ".wh..wh..opq"
-OPAQUE_XATTR = "trusted.overlay.opaque"
-# xattrs an image must never set itself: they would change how overlayfs reads the layer.
-FORBIDDEN_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.")
-
-
-# --------------------------------------------------------------------------- paths
-
-def path_in(root, rel):
-    """The path of `rel` (a cleaned relative path, '' = the root itself) inside `root`."""
-    return root + "/" + rel if rel else root
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.tree import (
+    OPAQUE_MARKER, WHITEOUT_PREFIX, path_in,
+)
 
 
 def _rootless_default():
@@ -77,7 +60,7 @@ def _rootless_default():
 
 # --------------------------------------------------------------------------- applying
 
-class LayerApplier(object):
+class LayerApplier:
     """Writes the entries of layers onto `root` (an existing directory).
 
     `flatten=False`: overlay lowerdir representation (whiteout devices, opaque xattr).
@@ -96,8 +79,8 @@ class LayerApplier(object):
     # -- per-layer state
     def _begin(self, layer):
         self.layer = layer
-        self.upper = set([""])       # paths written (or passed through) by this layer
-        self.dirs_ok = set([""])     # paths known to be real directories, this layer
+        self.upper = {""}            # paths written (or passed through) by this layer
+        self.dirs_ok = {""}          # paths known to be real directories, this layer
         self.whiteouts = set()       # layer mode: whiteout devices made by this layer
         self.dir_attrs = {}          # path -> (mode, mtime_ns): set once the layer is done
         self.restore_times = {}      # flatten: lower dirs whose mtime must survive
@@ -176,9 +159,8 @@ class LayerApplier(object):
                     self.restore_times[rel] = (st.st_atime_ns, st.st_mtime_ns)
             elif rel in self.whiteouts:
                 # whiteout of NAME and NAME/child in one layer: NAME is a new, opaque dir
-                os.unlink(path)
                 self.whiteouts.discard(rel)
-                os.mkdir(path, 0o755)
+                _tree.replace_with_dir(path, 0o755)
                 os.chmod(path, 0o755)
                 self._set_opaque(rel)
             elif rel in self.upper or not self.flatten:
@@ -189,29 +171,19 @@ class LayerApplier(object):
             else:
                 # A non-directory of a lower layer in the middle of a path: replaced by a
                 # directory, which is what overlayfs shows (upper dir over lower non-dir).
-                os.unlink(path)
-                os.mkdir(path, 0o755)
+                _tree.replace_with_dir(path, 0o755)
                 os.chmod(path, 0o755)
         self.dirs_ok.add(rel)
         self.upper.add(rel)
 
-    def _clear_existing(self, rel, path):
-        """Remove what is at `path` so that a non-directory entry can take its place."""
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            return
-        self._remove(rel, path, st)
-        self.whiteouts.discard(rel)
-
-    def _remove(self, rel, path, st):
-        """Remove the tree or file at `path` (lstat `st`), and what we know of it."""
-        if stat.S_ISDIR(st.st_mode):
-            shutil.rmtree(path)
-            self.dirs_ok = set(p for p in self.dirs_ok
-                               if p != rel and not p.startswith(rel + "/"))
-        else:
-            os.unlink(path)
+    def _replace(self, rel, create):
+        """`create(path)` at `rel`; an earlier entry in the way is removed (the later wins)."""
+        def forget(path, st):
+            _tree.remove_entry(path, st)
+            self.whiteouts.discard(rel)
+            if stat.S_ISDIR(st.st_mode):
+                self.dirs_ok = {p for p in self.dirs_ok if p != rel and not p.startswith(rel + "/")}
+        return _tree.replace_entry(path_in(self.root, rel), create, forget)
 
     def _chown(self, target, uid, gid, follow=False):
         try:
@@ -229,7 +201,7 @@ class LayerApplier(object):
         if not e.xattrs:
             return
         for key, value in sorted(e.xattrs.items()):
-            if key.startswith(FORBIDDEN_XATTR_PREFIXES):
+            if not _tree.layer_may_set_xattr(key):
                 self.warn("%s: xattr %r on %r dropped: a layer may not set overlayfs "
                           "metadata itself" % (self.layer, key, rel))
                 continue
@@ -261,21 +233,15 @@ class LayerApplier(object):
             st = os.lstat(path)
             if not stat.S_ISDIR(st.st_mode):
                 opaque = rel in self.whiteouts   # whiteout + directory NAME: opaque
-                self._clear_existing(rel, path)  # otherwise the later entry wins
-                os.mkdir(path, 0o700)
+                self.whiteouts.discard(rel)      # otherwise the later entry wins
+                _tree.replace_with_dir(path, 0o700)
                 if opaque:
                     self._set_opaque(rel)
         self.dirs_ok.add(rel)
         self._attrs_dir(rel, e)
 
     def _file(self, rel, e, reader):
-        path = path_in(self.root, rel)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        try:
-            fd = os.open(path, flags, 0o600)
-        except FileExistsError:
-            self._clear_existing(rel, path)
-            fd = os.open(path, flags, 0o600)
+        fd = self._replace(rel, _tree.create_file)
         try:
             if e.size:
                 reader.copy_to(fd, e.size)
@@ -288,11 +254,7 @@ class LayerApplier(object):
 
     def _symlink(self, rel, e, reader):
         path = path_in(self.root, rel)
-        try:
-            os.symlink(e.linkname, path)   # the target is kept verbatim, never followed
-        except FileExistsError:
-            self._clear_existing(rel, path)
-            os.symlink(e.linkname, path)
+        self._replace(rel, lambda p: os.symlink(e.linkname, p))  # kept verbatim, never followed
         self._chown(path, e.uid, e.gid)
         self._xattrs(path, e, rel)
         os.utime(path, ns=(e.mtime_ns, e.mtime_ns), follow_symlinks=False)
@@ -325,12 +287,7 @@ class LayerApplier(object):
                 where, "directory" if stat.S_ISDIR(st.st_mode) else "whiteout"))
         if not self.flatten and target not in self.upper:
             raise UnsafeLayerError("%s: the target is not in this layer" % where)
-        path = path_in(self.root, rel)
-        try:
-            os.link(src, path, follow_symlinks=False)
-        except FileExistsError:
-            self._clear_existing(rel, path)
-            os.link(src, path, follow_symlinks=False)
+        self._replace(rel, lambda p: os.link(src, p, follow_symlinks=False))
 
     def _node(self, rel, e, reader):
         path = path_in(self.root, rel)
@@ -340,11 +297,7 @@ class LayerApplier(object):
             raise UnsafeLayerError("%s: %r is a 0:0 character/block device, which overlayfs "
                                    "would read as a whiteout; refusing it" % (self.layer, e.name))
         try:
-            try:
-                os.mknod(path, kind | 0o600, dev)
-            except FileExistsError:
-                self._clear_existing(rel, path)
-                os.mknod(path, kind | 0o600, dev)
+            self._replace(rel, lambda p: os.mknod(p, kind | 0o600, dev))
         except PermissionError:
             if not self.rootless or e.type == FIFO:
                 raise
@@ -361,7 +314,7 @@ class LayerApplier(object):
         if base == OPAQUE_MARKER:
             self._ensure_dir(parent, e.name)
             if self.flatten:
-                self._clear_lower_children(parent)
+                _tree.clear_lower_children(self.root, parent, self.upper.__contains__)
             else:
                 self._set_opaque(parent)
             return
@@ -375,7 +328,7 @@ class LayerApplier(object):
         rel = parent + "/" + victim if parent else victim
         path = path_in(self.root, rel)
         if self.flatten:
-            self._remove_lower(rel, path)
+            _tree.remove_lower(self.root, rel, self.upper.__contains__)
             return
         if rel in self.whiteouts:
             return
@@ -386,7 +339,7 @@ class LayerApplier(object):
                 self._set_opaque(rel)
             return
         try:
-            os.mknod(path, stat.S_IFCHR | 0o000, os.makedev(0, 0))
+            _tree.make_whiteout(path)
         except FileExistsError:
             raise UnsafeLayerError("%s: whiteout %r: %r already exists" % (
                 self.layer, e.name, rel))
@@ -398,29 +351,11 @@ class LayerApplier(object):
 
     def _set_opaque(self, rel):
         try:
-            os.setxattr(path_in(self.root, rel), OPAQUE_XATTR, b"y", follow_symlinks=False)
+            _tree.set_opaque(path_in(self.root, rel))
         except OSError as exc:
             raise ImageError("%s: cannot mark %r opaque (setxattr %s): %s; the layer store "
                              "needs a filesystem with trusted.* xattrs, or use the flatten "
-                             "mode" % (self.layer, rel or "/", OPAQUE_XATTR, exc.strerror))
-
-    def _remove_lower(self, rel, path):
-        """flatten: a whiteout removes NAME from the lower layers (not this one)."""
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            return
-        if rel not in self.upper:
-            self._remove(rel, path, st)
-        elif stat.S_ISDIR(st.st_mode):
-            self._clear_lower_children(rel)
-
-    def _clear_lower_children(self, rel):
-        """flatten: remove every child of `rel` that this layer did not write."""
-        base = path_in(self.root, rel)
-        for name in os.listdir(base):
-            child = rel + "/" + name if rel else name
-            self._remove_lower(child, base + "/" + name)
+                             "mode" % (self.layer, rel or "/", _tree.OPAQUE_XATTR, exc.strerror))
 
 
 _TYPE_NAMES = {REGULAR: "regular file", HARDLINK: "hardlink", SYMLINK: "symlink",

@@ -2,12 +2,10 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """OCI platforms (os/architecture/variant): the host's, parsing, formatting, matching.
 
-PRIVATE to the collection: it can have breaking changes at any time. Standard library
-only (the CLI and the modules on the targets both import it).
-"""
+Standard library only (the CLI and the modules on the targets both import it).
 
-from __future__ import absolute_import, division, print_function
-__metaclass__ = type
+Private to the collection; may change without notice.
+"""
 
 import platform as _platform
 

@@ -2,8 +2,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Reading an image source: which image it holds, its config and its layers.
 
-PRIVATE to the collection: it can have breaking changes at any time. Standard library
-only, no ``ansible.*`` import: the module on the targets and the CLI (Python 3 + jinja2 +
+Standard library only, no ``ansible.*`` import: the module on the targets and the CLI (Python 3 + jinja2 +
 pyyaml) both import it. Errors are typed (`ImageError` and subclasses), never exits.
 
 Sources (``format``, ``auto`` detects; each reader is one entry of `SOURCE_FORMATS`):
@@ -18,10 +17,9 @@ Sources (``format``, ``auto`` detects; each reader is one entry of `SOURCE_FORMA
 
 `resolve()` reads the metadata only (manifests and config, verified against their
 digests); `layer_opener()` then opens the layer blobs of the image it returned.
-"""
 
-from __future__ import absolute_import, division, print_function
-__metaclass__ = type
+Private to the collection; may change without notice.
+"""
 
 import contextlib
 import json
@@ -75,7 +73,7 @@ def _read_json(fs, rel, what):
             data = f.read(MAX_JSON_BLOB + 1)
     except ImageError:
         raise
-    except (IOError, OSError) as exc:
+    except OSError as exc:
         raise ImageInputError("%s: cannot read %s %r: %s" % (fs.path, what, rel, exc))
     return _parse_json(data, fs, what, rel)
 

@@ -2,16 +2,14 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The files of an image source, kept in a directory or in an uncompressed tar.
 
-PRIVATE to the collection: it can have breaking changes at any time. Standard library
-only (the CLI and the modules on the targets both import it).
+Standard library only (the CLI and the modules on the targets both import it).
 
 `open_source()` gives a `DirSource` or a `TarSource`; both answer `exists`, `size` and
 `open` for a relative path and never reach outside the source (``..`` is refused, links
 are resolved inside it). `detect_format()` tells which kind of image a path holds.
-"""
 
-from __future__ import absolute_import, division, print_function
-__metaclass__ = type
+Private to the collection; may change without notice.
+"""
 
 import os
 import re
@@ -49,7 +47,7 @@ def _norm_in_archive(path, where):
     return "/".join(parts)
 
 
-class DirSource(object):
+class DirSource:
     """Files of an image source kept in a directory."""
 
     def __init__(self, path):
@@ -73,21 +71,21 @@ class DirSource(object):
     def open(self, rel):
         try:
             return open(self._real(rel), "rb", buffering=0)
-        except (IOError, OSError) as exc:
+        except OSError as exc:
             raise ImageInputError("%s: cannot open %r: %s" % (self.path, rel, exc.strerror))
 
     def close(self):
         pass
 
 
-class TarSource(object):
+class TarSource:
     """Files of an image source kept in an uncompressed tar (docker save, oci-archive)."""
 
     def __init__(self, path):
         self.path = path
         try:
             self.tar = tarfile.open(path, "r:")
-        except (tarfile.TarError, IOError, OSError) as exc:
+        except (tarfile.TarError, OSError) as exc:
             raise ImageInputError("%s: not a readable tar archive: %s" % (path, exc))
         self.members = {}
         for m in self.tar.getmembers():

@@ -2,8 +2,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The image store: the content-addressed layer store and named image records.
 
-PRIVATE to the collection: it can have breaking changes at any time. Standard library
-only, no ``ansible.*`` import: the module on the targets and the CLI (Python 3 + jinja2 +
+Standard library only, no ``ansible.*`` import: the module on the targets and the CLI (Python 3 + jinja2 +
 pyyaml) both import it. Errors are typed (`ImageError` and subclasses), never exits.
 
 Store layout (root defaults to /var/lib/containerfs; the paths: _layout.StoreLayout)::
@@ -14,10 +13,9 @@ Store layout (root defaults to /var/lib/containerfs; the paths: _layout.StoreLay
     images/<name>.json                 image record: layers (bottom first), manifest and
                                        config digests, config defaults
     refs/*.json, containers/*/image.json  other users of layers (never garbage-collected)
-"""
 
-from __future__ import absolute_import, division, print_function
-__metaclass__ = type
+Private to the collection; may change without notice.
+"""
 
 import contextlib
 import errno
@@ -79,7 +77,7 @@ def _load_json(path):
     try:
         with open(path) as f:
             return json.load(f)
-    except (IOError, OSError) as exc:
+    except OSError as exc:
         if exc.errno == errno.ENOENT:
             return None
         raise
@@ -93,7 +91,7 @@ def _hex(diff_id):
 
 # --------------------------------------------------------------------------- the store
 
-class ImageStore(object):
+class ImageStore:
     """Content-addressed store of unpacked layers plus named image records."""
 
     IDENTITY_KEYS = ("name", "format", "manifest_digest", "config_digest", "platform",
@@ -202,7 +200,7 @@ class ImageStore(object):
         except ImageError as exc:
             raise ImageError("%s; garbage collection stopped: it cannot tell which layers "
                              "that reference keeps" % exc)
-        except (IOError, OSError) as exc:
+        except OSError as exc:
             if exc.errno == errno.ENOTDIR:  # containers/<file>: no container there
                 return None
             raise ImageError("reference %s cannot be read (%s); garbage collection stopped"

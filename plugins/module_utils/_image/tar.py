@@ -2,19 +2,19 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """A streaming tar reader for layer blobs, and the cleaning of tar names.
 
-PRIVATE to the collection: it can have breaking changes at any time. Standard library
-only (the CLI and the modules on the targets both import it).
+Standard library only (the CLI and the modules on the targets both import it).
 
 `TarReader` parses the tar stream as it comes out of `_blob.BlobStream` (an iterable of
 byte chunks) and yields one `TarEntry` per file; it never seeks, and the data of a
 regular entry goes straight to a file descriptor (`copy_to()`). `clean_name()` turns a
 tar name into a path relative to the layer's root, refusing ``..``.
+
+Private to the collection; may change without notice.
 """
 
-from __future__ import absolute_import, division, print_function
-__metaclass__ = type
-
+import base64
 import os
+from urllib.parse import unquote
 
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.errors import (
     ImageInputError, UnsafeLayerError,
@@ -23,7 +23,7 @@ from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.err
 REGULAR, HARDLINK, SYMLINK, CHARDEV, BLOCKDEV, DIRECTORY, FIFO = "0", "1", "2", "3", "4", "5", "6"
 
 
-class TarEntry(object):
+class TarEntry:
     __slots__ = ("name", "type", "size", "mode", "uid", "gid", "mtime_ns", "linkname",
                  "devmajor", "devminor", "xattrs")
 
@@ -40,10 +40,6 @@ def _num(field):
         return value
     text = field.split(b"\0", 1)[0].strip()
     return int(text, 8) if text else 0
-
-
-def _text(field):
-    return field.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
 
 
 def _pax_records(data, where):
@@ -78,7 +74,7 @@ def _pax_time_ns(value):
     return sign * (int(whole or 0) * 1000000000 + int(frac or 0))
 
 
-class TarReader(object):
+class TarReader:
     """Iterates the entries of a tar stream given as an iterable of byte chunks.
 
     Handles ustar, GNU long names (L/K), and pax headers (x/g) with SCHILY.xattr.* and
@@ -239,8 +235,6 @@ class TarReader(object):
                 e.xattrs = e.xattrs or {}
                 e.xattrs[key[13:]] = value
             elif key.startswith("LIBARCHIVE.xattr."):
-                import base64
-                from urllib.parse import unquote
                 e.xattrs = e.xattrs or {}
                 e.xattrs[unquote(key[17:])] = base64.b64decode(value + b"===")
             elif key.startswith("GNU.sparse."):

@@ -2,12 +2,10 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Unpacking an image into one root filesystem directory (the CLI's ``unpack``).
 
-PRIVATE to the collection: it can have breaking changes at any time. Standard library
-only, no ``ansible.*`` import: the CLI (Python 3 + jinja2 + pyyaml) imports it.
-"""
+Standard library only, no ``ansible.*`` import: the CLI (Python 3 + jinja2 + pyyaml) imports it.
 
-from __future__ import absolute_import, division, print_function
-__metaclass__ = type
+Private to the collection; may change without notice.
+"""
 
 import os
 import re

@@ -20,11 +20,8 @@ exact shape the plan gives a volume (bind: ``[r]bind[,ro],...,<propagation>``; t
 `mounts`, in order; the annotation's counts, when present and consistent, decide instead.
 So import(export(spec)) == spec. See docs/runc-users.md.
 
-Private to the collection; may change without notice. Standard library only.
+Standard library only. Private to the collection; may change without notice.
 """
-
-from __future__ import absolute_import, division, print_function
-__metaclass__ = type
 
 import copy
 import json
@@ -32,7 +29,9 @@ import os
 
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import mountopts
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._plan import plan as plan_mod
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import validate as spec_mod
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import defaults as spec_defaults
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import errors as spec_errors
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import text as spec_text
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import files as _spec_file
 
 OCI_VERSION = "1.0.2"
@@ -95,9 +94,9 @@ class _Importer:
         """`value` when it is a string its place allows (as _spec.bad_char), else None
         (reported): config.json text reaches the spec only through here or load_spec."""
         if not isinstance(value, str):
-            self.errors.append((path, "must be a string, got %s" % spec_mod._type_name(value)))
+            self.errors.append((path, "must be a string, got %s" % spec_text.type_name(value)))
             return None
-        bad = spec_mod.bad_char(value, refuse, free)
+        bad = spec_text.bad_char(value, refuse, free)
         if bad is not None:
             self.errors.append((path, "must not contain %r, got %r" % (bad, value)))
             return None
@@ -108,7 +107,7 @@ class _Importer:
         if value is None:
             return []
         if not isinstance(value, list):
-            self.errors.append((path, "must be an array, got %s" % spec_mod._type_name(value)))
+            self.errors.append((path, "must be an array, got %s" % spec_text.type_name(value)))
             return []
         return value
 
@@ -120,7 +119,7 @@ class _Importer:
             self.errors.append((path or "(config)", "must be an object"))
             return {}
         for key in value:
-            where = "%s.%s" % (path, spec_mod.key_text(key)) if path else spec_mod.key_text(key)
+            where = "%s.%s" % (path, spec_text.key_text(key)) if path else spec_text.key_text(key)
             if key in READ.get(path, ()):
                 continue
             if key in IGNORED.get(path, ()):
@@ -159,15 +158,15 @@ def import_config(config, bundle_dir, lenient=False, name=None):
     devices = _import_devices(imp, imp.listed("linux.devices", linux.get("devices")))
     if devices:
         raw["devices"] = devices
-    for key, oci, default in (("masked_paths", "maskedPaths", spec_mod.RUNC_MASKED_PATHS),
-                              ("readonly_paths", "readonlyPaths", spec_mod.RUNC_READONLY_PATHS)):
+    for key, oci, default in (("masked_paths", "maskedPaths", spec_defaults.RUNC_MASKED_PATHS),
+                              ("readonly_paths", "readonlyPaths", spec_defaults.RUNC_READONLY_PATHS)):
         paths = linux.get(oci) or []
         if list(paths) != list(default):
             raw[key] = paths
     raw["process"] = _import_process(imp, top.get("process"))
     _check_texts(imp, top)
     if imp.errors:
-        raise spec_mod.SpecError(imp.errors)
+        raise spec_errors.SpecError(imp.errors)
     warnings = list(imp.warnings)
     if imp.ignored:
         warnings.append("ignored (runtime process setup, not done by containerfs): %s"
@@ -190,7 +189,7 @@ def _one_of(words):
 CONFIG_TEXTS = (
     ("hostname", False, None), ("process.cwd", False, None), ("process.args[]", True, None),
     ("process.env[]", True, None),
-    ("linux.rootfsPropagation", False, _one_of(spec_mod.ROOT_PROPAGATIONS)),
+    ("linux.rootfsPropagation", False, _one_of(spec_defaults.ROOT_PROPAGATIONS)),
     ("linux.maskedPaths[]", False, _absolute), ("linux.readonlyPaths[]", False, _absolute),
     ("linux.namespaces[].type", False, None), ("linux.namespaces[].path", False, _absolute),
     ("linux.devices[].path", False, _absolute),
@@ -229,8 +228,8 @@ def spec_from_bundle(bundle_dir, lenient=False):
     try:
         with open(path, "rb") as f:
             data = f.read()
-    except (OSError, IOError) as exc:
-        raise spec_mod.SpecError([("", "cannot read %s: %s" % (path, exc.strerror))])
+    except OSError as exc:
+        raise spec_errors.SpecError([("", "cannot read %s: %s" % (path, exc.strerror))])
     config = _spec_file.load_json(data, path)
     return import_config(config, os.path.abspath(bundle_dir), lenient=lenient)
 
@@ -254,7 +253,7 @@ def _annotation(imp, annotations):
     where = "annotations.%s" % ANNOTATION
     try:
         ours = _spec_file.load_json(annotations[ANNOTATION], where)
-    except spec_mod.SpecError as exc:
+    except spec_errors.SpecError as exc:
         imp.errors.extend((where, message) for _path, message in exc.errors)
         return {}
     except TypeError:
@@ -265,7 +264,7 @@ def _annotation(imp, annotations):
     bad = [key for key, value in ours.items() if ANNOTATION_TYPES.get(key) is None
            or isinstance(value, bool) or not isinstance(value, ANNOTATION_TYPES[key])]
     for key in bad:
-        imp.errors.append(("%s.%s" % (where, spec_mod.key_text(key)), "unknown field or wrong type"))
+        imp.errors.append(("%s.%s" % (where, spec_text.key_text(key)), "unknown field or wrong type"))
     return {} if bad else ours
 
 
@@ -313,9 +312,9 @@ def _import_process(imp, process):
                         UNSUPPORTED_WHY["process.user.additionalGids"])
     ids = [user.get(key, 0) for key in ("uid", "gid")]
     for key, value in zip(("uid", "gid"), ids):
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= spec_mod.MAX_ID:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= spec_text.MAX_ID:
             imp.errors.append(("process.user." + key, "must be an integer from 0 to %d, got %r"
-                               % (spec_mod.MAX_ID, value)))
+                               % (spec_text.MAX_ID, value)))
             return out
     if any(ids):
         out["user"] = "%d:%d" % tuple(ids)
@@ -335,7 +334,7 @@ def _import_devices(imp, devices):
                 device["mode"] = "%04o" % (item[key] & 0o7777) if isinstance(item[key], int) \
                     else item[key]
             else:
-                imp.unsupported("%s.%s" % (where, spec_mod.key_text(key)), "not supported by containerfs")
+                imp.unsupported("%s.%s" % (where, spec_text.key_text(key)), "not supported by containerfs")
         if device.get("path") == "/dev/ptmx":
             imp.warnings.append("%s: /dev/ptmx is always a symlink to pts/ptmx (as runc does); "
                                 "entry skipped" % where)
@@ -346,7 +345,7 @@ def _import_devices(imp, devices):
 
 
 def _is_default_device(device):
-    for default in spec_mod.DEFAULT_DEVICES:
+    for default in spec_defaults.DEFAULT_DEVICES:
         if all(device.get(k) == v for k, v in default.items()) and \
                 device.get("mode", "0666") == "0666" and not device.get("uid") and not device.get("gid"):
             return True
@@ -358,7 +357,7 @@ def _is_default_device(device):
 # ---------------------------------------------------------------------------------------
 
 def _default_mounts():
-    return [dict(m) for m in spec_mod.RUNC_DEFAULT_MOUNTS]
+    return [dict(m) for m in spec_defaults.RUNC_DEFAULT_MOUNTS]
 
 
 def _import_mounts(imp, oci_mounts, ours, bundle_dir):
@@ -399,10 +398,10 @@ def _import_mount(imp, where, item, bundle_dir):
     ok = True
     for key in item:
         if key not in ("destination", "type", "source", "options"):
-            imp.unsupported("%s.%s" % (where, spec_mod.key_text(key)), "not supported by containerfs")
+            imp.unsupported("%s.%s" % (where, spec_text.key_text(key)), "not supported by containerfs")
     options = []
     for index, word in enumerate(imp.listed(where + ".options", item.get("options"))):
-        word = imp.text("%s.options[%d]" % (where, index), word, refuse=spec_mod.OPTION_WORD_REFUSED)
+        word = imp.text("%s.options[%d]" % (where, index), word, refuse=spec_text.OPTION_WORD_REFUSED)
         if word is None:
             ok = False
         elif word in mountopts.RUNTIME_WORDS:
@@ -471,8 +470,8 @@ def export_bundle(spec, bundle_dir):
     OCI form.
     """
     if spec["rootfs"]["overlay"]:
-        raise spec_mod.SpecError([("rootfs.overlay", "an OCI bundle has no overlay root; "
-                                   "export a spec with overlay: false")])
+        raise spec_errors.SpecError([("rootfs.overlay", "an OCI bundle has no overlay root; "
+                                      "export a spec with overlay: false")])
     bundle_dir = os.path.abspath(bundle_dir)
     plan = plan_mod.build_plan(spec)
     etc_dir = plan["paths"]["etc"]
