@@ -1,36 +1,43 @@
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Render a plan into a standalone POSIX shell script (scripts/templates/*.j2).
+"""Render a plan into a standalone POSIX shell script (scripts/templates/).
 
 The renderer is a pure function of the plan: it groups the plan's steps into the
 blocks the script runs (mounts are batched into one `mount --all --fstab` call per
 block, because every program start costs about a millisecond) and hands them to the
 Jinja2 templates. It knows nothing about mount order or options: the plan does.
 
+The script is one file made of three kinds of text: the skeleton (container.sh.j2: the
+header of values and the functions that loop over the plan), one macro per step kind
+(steps.j2, called through `step_code`) and static POSIX sh parts (sh/*.sh: functions that
+take no plan values, copied verbatim by `static_part`; shellchecked on their own).
+
 Needs only jinja2; no ansible import at module level (the CLI uses it without Ansible).
 Private to the collection; may change without notice.
 """
-
-from __future__ import absolute_import, division, print_function
-__metaclass__ = type
 
 import os
 import re
 
 import jinja2
 
-from ansible_collections.fromscratch.containerfs.plugins.module_utils import _layout
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _errors, _layout
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import mountopts
 
 GENERATOR = "fromscratch.containerfs"
 TEMPLATE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                             "scripts", "templates")
+# The macros of the step kinds, and the static parts (in TEMPLATE_DIR/sh) the skeleton uses.
+STEP_MACROS = "steps.j2"
+STATIC_PARTS = ("messages.sh", "paths.sh", "mounts.sh", "devices.sh", "layers.sh", "host.sh", "lifecycle.sh")
 
 # Steps that become lines of the fstab batch.
 BATCHED = ("mount", "cgroup", "mount_rootfs", "remount_readonly", "remount_root_readonly")
 # Steps whose lines depend on what exists after the earlier mounts (skip if missing).
 EXISTENCE_CHECKED = ("readonly_path", "mask_path")
 DEVICE_STEPS = ("mknod", "symlink")
+# Batched steps on the rootfs mount point itself: no mount point to resolve in the root.
+ON_ROOTFS_ITSELF = ("mount_rootfs", "remount_root_readonly")
 # Where the script handles each step kind (tests check every plan kind is here, and the
 # template raises on a kind it has no branch for).
 STEP_HANDLERS = {
@@ -68,7 +75,7 @@ class Escaped(str):
         return value
 
 
-class RenderError(ValueError):
+class RenderError(_errors.ContainerfsError, ValueError):
     """A plan value that no context of the script can carry."""
 
 
@@ -213,7 +220,7 @@ def _add_mount_step(blocks, current, step):
     if current is not None:
         for index in range(len(current["steps"]) - 1, -1, -1):
             earlier = current["steps"][index]
-            if earlier["op"] in ("mount_rootfs", "remount_root_readonly"):
+            if earlier["op"] in ON_ROOTFS_ITSELF:
                 continue  # a bind of the rootfs onto itself shows the same tree
             earlier_target = earlier.get("target") or earlier.get("path")
             if earlier_target == target or _under(target, earlier_target):
@@ -245,6 +252,8 @@ def _environment(template_dir):
     env.filters["opts"] = lambda values: shell_quote(",".join(values) if values else "defaults")
     env.filters["unshare_propagation"] = lambda value: word(mountopts.unshare_propagation(value))
     env.globals["unknown_step"] = unknown_step
+    env.globals["step_code"] = lambda where, step: step_code(env, where, step)
+    env.globals["part"] = lambda name: static_part(template_dir, name)
     env.filters["comment"] = comment_text
     env.filters["word"] = word
     env.filters["metadata"] = lambda step: shell_quote(layer_metadata(step))
@@ -252,9 +261,34 @@ def _environment(template_dir):
 
 
 def unknown_step(step):
-    """Called by the template for a step kind it has no branch for: never render a step
-    as its comment alone."""
+    """Called for a step kind the script has no handler for: never render a step as its
+    comment alone."""
     raise RenderError("the script has no handler for plan step kind %r" % (step.get("op"),))
+
+
+def step_code(env, where, step):
+    """The script text of one step: the macro of steps.j2 named after its kind. The one
+    dispatch of the template's step loops: a kind that STEP_HANDLERS does not place in the
+    function WHERE, or that has no macro, raises."""
+    macro = None
+    if STEP_HANDLERS.get(step.get("op")) == where:
+        macro = getattr(env.get_template(STEP_MACROS).module, step["op"], None)
+    if macro is None:
+        unknown_step(step)
+    text = macro(step)
+    # every value in it passed `finalize`; the line of the call ends it
+    return code(text[:-1] if text.endswith("\n") else text)
+
+
+def static_part(template_dir, name):
+    """A static part of the script (sh/NAME), without its header (the lines up to the first
+    blank one, for shellcheck on its own). Only the parts listed in STATIC_PARTS: files of
+    the collection, never a value of the plan."""
+    if name not in STATIC_PARTS:
+        raise RenderError("not a static part of the script: %r" % (name,))
+    with open(os.path.join(template_dir, "sh", name)) as part:
+        text = part.read()
+    return code(text.split("\n\n", 1)[1])
 
 
 def host_dirs(plan):
@@ -346,6 +380,7 @@ def render_script(plan, version="0.0.0", template_dir=TEMPLATE_DIR):
         "filesystems": _needed_filesystems(steps),
         "host_dirs": host_dirs(plan),
         "created_mark": _layout.CREATED_AT_RUN_TIME,
+        "on_rootfs_itself": ON_ROOTFS_ITSELF,
         # the overlay's mount point, inside the run dir: found again from its canonical path
         "root_in_run": _relative_under(plan["paths"]["root"], plan["paths"]["run"]),
     }

@@ -1,0 +1,180 @@
+# shellcheck shell=dash
+# A static part of the generated script: the renderer copies it verbatim, without this
+# header, into the script (scripts/templates/container.sh.j2), whose header sets the CFS_*
+# values and whose find_tools sets T_<tool>. Checked on its own, those come from elsewhere:
+# shellcheck disable=SC2034,SC2154
+
+# ---------------------------------------------------------------------------
+# A run, on the host side: the lock, the container side's reports, signals,
+# the subcommands
+# ---------------------------------------------------------------------------
+
+# supervise: read what the container side reports on fd 8 and act on it.
+supervise() {
+    while read -r _kind _value; do
+        case $_kind in
+            pivoted | unpivoted)
+                printf '%s\n' "$_value" > "$CFS_PID_FILE"
+                if ! switch_root "$_value" "$_kind"; then
+                    kill -KILL "$_value" 2>/dev/null || true
+                    die "cannot switch to the container root"
+                fi
+                printf 'go\n' > "$CFS_GO"
+                pending_signal "$_value"
+                ;;
+            exit)
+                return "$_value"
+                ;;
+        esac
+    done
+    die "the container side stopped without reporting"
+}
+
+# cleanup: leave nothing of this run behind (the fifo, the fstab, the pid file...): all
+# ours, as this run holds the container's lock.
+cleanup() {
+    "$T_rm" -f -- "$CFS_GO" "$CFS_FSTAB" "$CFS_PID_FILE" "$CFS_MOUNT_ERRORS" "$CFS_SIGNAL"
+}
+
+# take_lock: the container's lock (the modules flock the same file) on fd 3, for set-up
+# and the whole run: a second run of this container stops at once, touching nothing.
+# The container side closes fd 3; unshare keeps it while the container lives.
+take_lock() {
+    # in the run dir's checked base, where only root can plant a link; refused anyway
+    refuse_link "$CFS_LOCK"
+    [ ! -e "$CFS_LOCK" ] || [ -f "$CFS_LOCK" ] || die "the lock $CFS_LOCK is not a regular file"
+    exec 3>>"$CFS_LOCK"
+    "$T_flock" -n 3 ||
+        die "container $CFS_NAME is already running or being set up (its lock $CFS_LOCK is held)"
+}
+
+# forward_signal NAME: as `runc run` does, pass the signal on to the container's pid 1
+# and keep waiting for it. Before pid 1 is known, supervise passes it on (pending_signal).
+forward_signal() {
+    CFS_TRAPPED=$1
+    _pid=
+    [ ! -f "$CFS_PID_FILE" ] || read -r _pid < "$CFS_PID_FILE" || true
+    if [ -n "$_pid" ]; then
+        kill -s "$1" "$_pid" 2>/dev/null || true
+    else
+        printf '%s\n' "$1" > "$CFS_SIGNAL"
+    fi
+}
+
+# pending_signal PID: pass on a signal that came before PID was known.
+pending_signal() {
+    [ -f "$CFS_SIGNAL" ] || return 0
+    read -r _signal < "$CFS_SIGNAL" || return 0
+    kill -s "$_signal" "$1" 2>/dev/null || true
+}
+
+# wait_for JOB: set _status to the exit status of JOB, passing signals on meanwhile
+# (`wait` returns early when a trap ran).
+wait_for() {
+    while :; do
+        CFS_TRAPPED=
+        _status=0
+        wait "$1" || _status=$?
+        [ -n "$CFS_TRAPPED" ] || return 0
+    done
+}
+
+# default_signals: CFS_ENV_SIGNALS, the env(1) option that gives the container INT and
+# QUIT back: the shell ignores them in a background job, and a shell as pid 1 could not
+# trap them (coreutils 8.31 and later; elsewhere they stay ignored).
+default_signals() {
+    CFS_ENV_SIGNALS=--default-signal=INT,QUIT
+    "$T_env" "$CFS_ENV_SIGNALS" true 2>/dev/null || CFS_ENV_SIGNALS=
+}
+
+# refuse_planted_run_files: the run's own files (fstab, fifo, pid, mount errors, signal)
+# are written with plain redirections: none may be a symlink left in their place.
+refuse_planted_run_files() {
+    for _file in "$CFS_FSTAB" "$CFS_GO" "$CFS_PID_FILE" "$CFS_MOUNT_ERRORS" "$CFS_SIGNAL"; do
+        refuse_link "$_file"
+    done
+}
+
+refuse_if_running() {
+    [ -f "$CFS_PID_FILE" ] || return 0
+    read -r _pid < "$CFS_PID_FILE" || return 0
+    if [ -n "$_pid" ] && [ -d "/proc/$_pid" ]; then
+        die "already running as pid $_pid (remove $CFS_PID_FILE if that is wrong)"
+    fi
+}
+
+# find_shell: the shell running this script runs its container side too.
+find_shell() {
+    CFS_SHELL=
+    for _candidate in /bin/sh /usr/bin/sh /bin/dash /usr/bin/dash /bin/bash /usr/bin/bash \
+        /bin/busybox /usr/bin/busybox /bin/ash /usr/bin/ash; do
+        # -ef is not POSIX but dash, bash and busybox have it; readlink is the fallback.
+        # shellcheck disable=SC3013
+        if [ "/proc/$$/exe" -ef "$_candidate" ]; then
+            CFS_SHELL=$_candidate
+            break
+        fi
+    done
+    [ -n "$CFS_SHELL" ] || CFS_SHELL=$("$T_readlink" -f "/proc/$$/exe") ||
+        die "cannot find the running shell"
+    CFS_APPLET=
+    case ${CFS_SHELL##*/} in busybox*) CFS_APPLET='sh' ;; esac
+    case $0 in
+        /*) CFS_SELF=$0 ;;
+        *) CFS_SELF=$PWD/$0 ;;
+    esac
+    [ -f "$CFS_SELF" ] || die "run this script from a file, not from standard input"
+}
+
+cmd_run() {
+    preflight
+    host_dirs
+    canonical_paths
+    take_lock
+    refuse_planted_run_files
+    refuse_if_running
+    prepare_host
+    find_shell
+    default_signals
+    [ -p "$CFS_GO" ] || "$T_mkfifo" -m 0600 -- "$CFS_GO"
+    trap cleanup EXIT
+    trap 'forward_signal TERM' TERM
+    trap 'forward_signal INT' INT
+    trap 'forward_signal HUP' HUP
+    exec 5<&0 6>&1
+    # in the background: a trap runs during `wait`, not while a foreground job runs
+    container_side "$@" | { trap '' TERM INT HUP; supervise; } &
+    wait_for "$!"
+    exit "$_status"
+}
+
+main() {
+    case ${1:-} in
+        run)
+            shift
+            cmd_run "$@"
+            ;;
+        check)
+            preflight
+            say "ok: this host can run the container"
+            ;;
+        -h | --help | help)
+            usage
+            ;;
+        __inside)
+            shift
+            CFS_SHELL=$1 CFS_APPLET=$2 CFS_SELF=$3
+            shift 3
+            inside_main "$@"
+            ;;
+        '')
+            usage >&2
+            exit 2
+            ;;
+        *)
+            say "unknown command: $1"
+            usage >&2
+            exit 2
+            ;;
+    esac
+}
