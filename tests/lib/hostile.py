@@ -19,6 +19,7 @@ import hashlib
 import importlib.machinery
 import importlib.util
 import io
+import json
 import os
 import shutil
 import signal
@@ -316,6 +317,38 @@ def finish_script(started, timeout, sessions=()):
     return RunResult(proc.args, proc.returncode, out.decode("utf-8", "replace"),
                      err.decode("utf-8", "replace"), _read(before), _read(after), own,
                      _read("/proc/self/mountinfo"), timed_out)
+
+
+def verbatim_or_refused(env, label, value, case_dir, render_args, run_args):
+    """Render (render_args: the CLI's words after `render`) into CASE_DIR/container.sh,
+    run it, and return the problems: a refusal must be clean and change nothing; a NUL
+    must be refused; otherwise `[value]` must come out of the container as it is."""
+    before = env.snapshot()
+    script = os.path.join(case_dir, "container.sh")
+    rendered = cli("render", *(list(render_args) + ["-o", script]))
+    if rendered.rc != 0:
+        problems = [] if refused_cleanly(rendered) else ["not refused cleanly: %r" % (rendered,)]
+        return ["%s: %s" % (label, p) for p in problems + env.check(before)]
+    if "\x00" in value:
+        return ["%s: a NUL byte cannot reach exec, yet it rendered" % label]
+    result = run_script(script, ["run"] + run_args, env, case_dir)
+    found = env.check(before, result)
+    if result.rc != 0 or "[%s]" % value not in result.stdout:
+        found.append("not verbatim inside the container: %r" % (result,))
+    if not found:
+        remove_tree(case_dir)
+    return ["%s: %s" % (label, p) for p in found]
+
+
+def render_spec(spec, case_dir):
+    """Write SPEC as CASE_DIR/spec.json and render it to CASE_DIR/container.sh."""
+    spec_file = os.path.join(case_dir, "spec.json")
+    with open(spec_file, "w") as f:
+        json.dump(spec, f)
+    script = os.path.join(case_dir, "container.sh")
+    rendered = cli("render", spec_file, "-o", script)
+    assert rendered.rc == 0, rendered
+    return script
 
 
 def run_script(script, args, env, cwd, timeout=20, **kwargs):

@@ -5,6 +5,7 @@ import json
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import mountopts
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._plan.plan import (
     build_plan, format_plan, MOUNT_STEPS, STEP_KINDS)
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import host_steps, root_steps
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.validate import load_spec
 
 
@@ -138,14 +139,22 @@ def test_plan_kinds_are_the_mount_steps_and_more():
 
 
 def test_every_step_kind_has_an_applier_handler():
-    from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import applier as _applier
-    elsewhere = set(_applier.HOST_STEP_KINDS) | set(_applier.STARTED_STEP_KINDS)
+    elsewhere = set(host_steps.HOST_STEP_KINDS) | set(root_steps.STARTED_STEP_KINDS)
     for kind in STEP_KINDS:
         if kind in elsewhere:
             continue
         for prefix in ("check_", "do_"):
-            assert callable(getattr(_applier.RootSteps, prefix + kind, None)), \
+            assert callable(getattr(root_steps.RootSteps, prefix + kind, None)), \
                 "the applier has no RootSteps.%s%s" % (prefix, kind)
+
+
+def test_every_host_step_kind_has_a_host_handler():
+    assert set(host_steps.HOST_STEP_KINDS) <= set(STEP_KINDS)
+    for kind in set(host_steps.HOST_STEP_KINDS) - {"namespaces", "unpack_layer"}:
+        for prefix in ("check_", "do_"):
+            assert callable(getattr(host_steps.HostSteps, prefix + kind, None)), \
+                "the applier has no HostSteps.%s%s" % (prefix, kind)
+    assert callable(host_steps.HostSteps.unpack_layer)
 
 
 def test_every_step_kind_has_a_script_handler():
@@ -196,3 +205,10 @@ def test_namespace_decisions_are_data():
     assert step["propagation"] == "rslave" and step["fork"] is True
     step = [s for s in build_plan(spec_of(namespaces=["mount", "uts"]))["steps"] if s["op"] == "namespaces"][0]
     assert step["fork"] is False
+
+
+def test_a_symlink_step_names_its_content_link_to_not_target():
+    links = [s for s in build_plan(spec_of())["steps"] if s["op"] == "symlink"]
+    pairs = [(s["path"], s["link_to"]) for s in links]
+    assert pairs[:2] == [("/dev/fd", "/proc/self/fd"), ("/dev/stdin", "/proc/self/fd/0")]
+    assert all("target" not in s for s in links)

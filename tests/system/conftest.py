@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from tests.lib import mountinfo
+from tests.lib.hostile import _diff, _read  # pylint: disable=unused-import
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CLI = os.path.join(REPO, "scripts", "containerfs")
@@ -69,6 +70,14 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if str(item.fspath).startswith(here):
                 item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(scope="module")
+def rootfs(tmp_path_factory):
+    """A busybox rootfs of the test module's own (the module tests lay overlays on it)."""
+    path = tmp_path_factory.mktemp("image") / "rootfs"
+    subprocess.run([MAKE_ROOTFS, str(path)], check=True, env=HOST_ENV)
+    return str(path)
 
 
 @pytest.fixture(scope="session")
@@ -219,19 +228,6 @@ def files_under(top):
     for dirpath, dirnames, filenames in os.walk(top):
         found += [os.path.join(dirpath, f) for f in filenames]
     return sorted(found)
-
-
-def _read(path):
-    try:
-        with open(path) as f:
-            return f.read()
-    except FileNotFoundError:
-        return None
-
-
-def _diff(before, after):
-    b, a = set((before or "").splitlines()), set((after or "").splitlines())
-    return "\n".join(["- " + l for l in sorted(b - a)] + ["+ " + l for l in sorted(a - b)])
 
 
 @pytest.fixture

@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import applier as _applier
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import host_steps as _host_steps
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime.errors import ApplyError
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import store as _image_store
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _layout
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import validate as _spec
@@ -163,9 +164,9 @@ def record(state_dir, plan):
 def test_a_plan_recorded_before_the_layout_paths_is_completed(tmp_path):
     state_dir, run_dir = str(tmp_path / "s"), str(tmp_path / "r")
     plan = build_plan(spec(state_dir=state_dir, run_dir=run_dir))
-    old = dict((k, plan["paths"][k]) for k in _applier.FIRST_RECORDED_PATHS)
+    old = dict((k, plan["paths"][k]) for k in _host_steps.FIRST_RECORDED_PATHS)
     record(state_dir, dict(plan, paths=old))
-    got = _applier.recorded_plan(state_dir, "web")
+    got = _host_steps.recorded_plan(state_dir, "web")
     assert got["paths"]["ns"] == os.path.join(run_dir, "web", "ns")
     assert got["paths"]["record"] == os.path.join(state_dir, "containers", "web", "plan.json")
 
@@ -175,5 +176,5 @@ def test_a_recorded_plan_naming_another_ns_dir_is_refused(tmp_path):
     plan = build_plan(spec(state_dir=state_dir, run_dir=run_dir))
     plan["paths"]["ns"] = "/run"
     record(state_dir, plan)
-    with pytest.raises(_applier.ApplyError, match="paths.ns"):
-        _applier.recorded_plan(state_dir, "web")
+    with pytest.raises(ApplyError, match="paths.ns"):
+        _host_steps.recorded_plan(state_dir, "web")

@@ -22,7 +22,7 @@ import pytest
 from tests.lib import hostile
 from tests.lib import oci_fixtures as fx
 
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import validate as _spec
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import defaults as _spec
 
 # Fields a user may not supply; tested on their own below.
 INTERNAL_FIELDS = {"rootfs.image.resolved"}
@@ -237,25 +237,8 @@ def test_process_args_and_env_arrive_verbatim(env, where):
         else:
             spec["process"]["env"] = ["PATH=/bin", "HOSTILE=" + value]
             run_args = ["/bin/sh", "-c", 'printf "[%s]" "$HOSTILE"']
-        before = env.snapshot()
-        spec_file = write_spec(case_dir, spec)
-        script = os.path.join(case_dir, "container.sh")
-        rendered = hostile.cli("render", spec_file, "-o", script)
-        if rendered.rc != 0:
-            if not hostile.refused_cleanly(rendered):
-                problems.append("%s: not refused cleanly: %r" % (label, rendered))
-            problems += ["%s: %s" % (label, p) for p in env.check(before)]
-            continue
-        if "\x00" in value:
-            problems.append("%s: a NUL byte cannot reach exec, yet the spec rendered" % label)
-            continue
-        result = hostile.run_script(script, ["run"] + run_args, env, case_dir)
-        found = env.check(before, result)
-        if result.rc != 0 or "[%s]" % value not in result.stdout:
-            found.append("not verbatim inside the container: %r" % result)
-        problems += ["%s: %s" % (label, p) for p in found]
-        if not found:
-            hostile.remove_tree(case_dir)
+        problems += hostile.verbatim_or_refused(env, label, value, case_dir,
+                                                [write_spec(case_dir, spec)], run_args)
     assert not problems, "\n\n".join(problems)
 
 

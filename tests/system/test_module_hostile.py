@@ -22,13 +22,6 @@ CLI = os.path.join(ROOT, "scripts", "containerfs")
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
 
-@pytest.fixture(scope="module")
-def rootfs(tmp_path_factory):
-    path = tmp_path_factory.mktemp("image") / "rootfs"
-    subprocess.run([os.path.join(ROOT, "tests/lib/make-busybox-rootfs"), str(path)], check=True)
-    return str(path)
-
-
 @pytest.fixture
 def spec(tmp_path, rootfs):
     return {"name": "box", "hostname": "box", "rootfs": {"path": rootfs, "overlay": True},

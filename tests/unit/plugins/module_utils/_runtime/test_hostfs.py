@@ -1,10 +1,17 @@
 """Host-side files (_hostfs) and the applier's input checks: no planted link is followed."""
+import json
 import os
 import stat
 
 import pytest
 
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import applier as A
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._errors import ContainerfsError
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._plan.plan import build_plan, describe_step
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import host_steps
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import root_steps
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime.errors import ApplyError
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.errors import SpecError
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.validate import load_spec
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import hostfs as H
 
 
@@ -102,19 +109,45 @@ def test_lock_times_out_naming_what_and_the_file(tmp_path):
 
 @pytest.mark.parametrize("name", ["../../evil", "web\n", "a/b", "", ".x", "x" * 129, None])
 def test_container_names_are_checked_whole(name):
-    with pytest.raises(A.ApplyError, match="invalid container name"):
-        A.check_name(name)
+    with pytest.raises(ApplyError, match="invalid container name"):
+        host_steps.check_name(name)
 
 
 @pytest.mark.parametrize("path", ["relative", "/x\n/etc", "/x\x7f", None])
 def test_host_dirs_are_absolute_without_control_characters(path):
-    with pytest.raises(A.ApplyError):
-        A.check_host_dir(path, "state_dir")
+    with pytest.raises(ApplyError):
+        host_steps.check_host_dir(path, "state_dir")
 
 
 def test_a_symlink_refused_on_the_way_is_named_in_the_message(tmp_path):
     root = str(tmp_path)
     os.symlink("/", os.path.join(root, "proc"))
-    with pytest.raises(A.ApplyError) as exc:
-        A.resolve_in_root(root, "/proc/sys", nofollow=True)
+    with pytest.raises(ApplyError) as exc:
+        root_steps.resolve_in_root(root, "/proc/sys", nofollow=True)
     assert str(exc.value) == "/proc/sys: /proc is a symlink; refusing to mount through it"
+
+
+def test_every_error_of_ours_is_a_containerfs_error_and_keeps_its_other_base(tmp_path):
+    assert issubclass(ApplyError, ContainerfsError)
+    assert issubclass(SpecError, ContainerfsError)
+    for kind in (H.UnsafePathError, H.LockTimeout):
+        assert issubclass(kind, ContainerfsError) and issubclass(kind, OSError)
+    refused = H.UnsafePathError("/x", "is a symlink")
+    assert (refused.errno, refused.filename, str(refused)) == (1, "/x", "/x is a symlink; refusing to use it")
+
+
+def test_a_plan_recorded_with_a_symlink_target_reads_as_link_to(tmp_path):
+    """Plans recorded before the rename name a symlink's content `target`."""
+    state_dir, run_dir = str(tmp_path / "s"), str(tmp_path / "r")
+    plan = build_plan(load_spec({"name": "web", "rootfs": {"path": str(tmp_path / "root")},
+                                 "state_dir": state_dir, "run_dir": run_dir}))
+    for step in plan["steps"]:
+        if step["op"] == "symlink":
+            step["target"] = step.pop("link_to")
+    os.makedirs(os.path.dirname(plan["paths"]["record"]))
+    with open(plan["paths"]["record"], "w") as f:
+        json.dump(plan, f)
+    links = [s for s in host_steps.recorded_plan(state_dir, "web")["steps"] if s["op"] == "symlink"]
+    assert links and all("target" not in s for s in links)
+    assert {s["path"]: s["link_to"] for s in links}["/dev/ptmx"] == "pts/ptmx"
+    assert describe_step(links[0]).startswith("ln -s /proc/self/fd /dev/fd")

@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import applier as _applier
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import root_steps as _applier
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._plan.plan import build_plan
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.validate import load_spec
 from ansible_collections.fromscratch.containerfs.plugins.plugin_utils import _render
@@ -183,7 +183,7 @@ import json, os, subprocess, sys
 sys.path.insert(0, os.getcwd())
 from tests.lib import collection
 collection.register()
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import applier as _applier
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import root_steps as _applier
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import mountinfo as _mountinfo
 base, code, mounts, cases, shells = json.loads(sys.argv[1])
 for path, options in mounts:

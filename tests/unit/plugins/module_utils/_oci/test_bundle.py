@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._oci import bundle as _oci
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import validate as _spec
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import defaults as _spec
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.validate import SpecError, load_spec
 from tests.lib.collection import REPO_ROOT
 

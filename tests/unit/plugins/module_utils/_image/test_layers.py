@@ -13,6 +13,7 @@ import pytest
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import blob as B
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import flatten as F
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import layers as L
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.errors import ImageInputError
 from tests.lib import oci_fixtures as fx
 from tests.lib.oci_fixtures import (chardev, dir_, file_, fifo, hardlink, make_tar, opaque,
                                     symlink, whiteout)
@@ -100,7 +101,7 @@ def test_truncated_and_garbage_streams(tmp_path):
                         (fx.compress(tar, "gzip")[:-30], "decompress")):
         d = tmp_path / ("l%d" % len(data))
         d.mkdir()
-        with pytest.raises(L.ImageInputError) as err:
+        with pytest.raises(ImageInputError) as err:
             L.apply_layer(io.BytesIO(data), str(d), name="bad")
         assert words in str(err.value)
 
@@ -386,3 +387,26 @@ def test_apply_layer_dir_matches_streamed_flatten(tmp_path):
     b.pop("")
     assert a == b
     assert os.lstat(str(out / "d/hl")).st_ino == os.lstat(str(out / "d/new")).st_ino
+
+
+@pytest.mark.parametrize("upper", [
+    [dir_("d"), opaque("d"), dir_("d/sub"), file_("d/sub/new", b"n")],   # opaque over nested lower
+    [whiteout("d"), file_("keep", b"upper keep")],                       # whiteout of a whole dir
+    [dir_("x"), file_("x/in", b"i"), whiteout("keep")],                  # dir over a lower file
+    [file_("d", b"file over dir"), symlink("x", "/etc")],                # non-dirs over lower entries
+    [dir_("ln"), file_("ln/f", b"f")],                                   # dir over a lower symlink
+])
+def test_stored_and_streamed_flatten_follow_the_same_rules(tmp_path, host, upper):
+    """The two flatten paths (tar stream, stored layer dir) share one rule each: same tree."""
+    lower = make_tar([dir_("d"), file_("d/old1", b"1"), dir_("d/sub"), file_("d/sub/old2", b"2"),
+                      file_("keep", b"k"), file_("x", b"lower x"), symlink("ln", str(host))])
+    layers = [lower, make_tar(upper)]
+    streamed = apply(tmp_path, layers, flatten=True, name="streamed")
+    out = tmp_path / "fromdirs"
+    out.mkdir()
+    for d in apply(tmp_path, layers, name="dirs"):
+        F.apply_layer_dir(str(d), str(out))
+    a, b = fx.snapshot(str(streamed)), fx.snapshot(str(out))
+    a.pop("")
+    b.pop("")
+    assert a == b

@@ -274,3 +274,63 @@ def test_namespace_decisions_come_from_the_plan():
     step["propagation"] = "rprivate"
     script = _render.render_script(plan)
     assert "--propagation private --mount --uts --" in script and "--fork" not in script
+
+
+# ---------------------------------------------------------------------------------------
+# Issue 8 item 6: the template as parts (static sh parts, one macro per step kind)
+# ---------------------------------------------------------------------------------------
+
+def test_every_static_part_lands_in_the_script_verbatim():
+    """A plan with devices and an image layer uses every part; each is copied whole."""
+    script = _render.render_script(layer_plan())
+    for name in _render.STATIC_PARTS:
+        body = _render.static_part(_render.TEMPLATE_DIR, name)
+        assert body.startswith("# ---") and body in script, name
+    assert "# shellcheck disable=SC2034,SC2154" not in script  # the parts' own headers stay out
+
+
+@pytest.mark.parametrize("name", ["../container.sh.j2", "/etc/passwd", "x.sh"])
+def test_only_listed_static_parts_are_read(name):
+    with pytest.raises(_render.RenderError, match="not a static part"):
+        _render.static_part(_render.TEMPLATE_DIR, name)
+
+
+LOOP_HANDLED = ("prepare_host", "build_root", "build_dev_template", "switch_root")
+
+
+def test_every_kind_a_step_loop_handles_has_its_macro():
+    macros = _render._environment(_render.TEMPLATE_DIR).get_template(_render.STEP_MACROS).module
+    kinds = [kind for kind, where in _render.STEP_HANDLERS.items() if where in LOOP_HANDLED]
+    assert set(kinds) >= {"mount", "mknod", "symlink", "write_file", "root_propagation"}
+    assert [kind for kind in kinds if not callable(getattr(macros, kind, None))] == []
+
+
+@pytest.mark.parametrize("where, op", [("prepare_host", "hostname"), ("build_root", "write_file"),
+                                       ("switch_root", "exec"), ("build_root", "no_such_kind")])
+def test_step_code_refuses_a_kind_handled_elsewhere(where, op):
+    env = _render._environment(_render.TEMPLATE_DIR)
+    with pytest.raises(_render.RenderError, match=op):
+        _render.step_code(env, where, {"op": op, "why": "x", "name": "x", "path": "/x", "content": ""})
+
+
+def test_step_code_is_the_macros_text_as_code():
+    env = _render._environment(_render.TEMPLATE_DIR)
+    text = _render.step_code(env, "build_root", {"op": "hostname", "name": "it's"})
+    assert text == "    printf '%s\\n' 'it'\\''s' > /proc/sys/kernel/hostname"
+    assert isinstance(text, _render.Escaped) and text.context == "code"
+
+
+def test_render_error_is_a_containerfs_error():
+    from ansible_collections.fromscratch.containerfs.plugins.module_utils._errors import ContainerfsError
+    assert issubclass(_render.RenderError, ContainerfsError) and issubclass(_render.RenderError, ValueError)
+
+
+def test_renderer_is_python3_only_with_the_private_header():
+    with open(_render.__file__.replace(".pyc", ".py")) as f:
+        source = f.read()
+    lines = source.splitlines()
+    assert lines[0].startswith("# ") and lines[1].startswith("# ") and lines[2].startswith('"""')
+    docstring = source.split('"""')[1]
+    assert docstring.rstrip().endswith("Private to the collection; may change without notice.")
+    for leftover in ("from __future__", "__metaclass__", "(object)", "super("):
+        assert leftover not in source, leftover

@@ -5,12 +5,19 @@ The field table below is checked against the validator's own field tuples, so a 
 without a hostile case fails `test_every_field_has_a_hostile_case`.
 """
 import copy
+import os
+import subprocess
+import sys
 import time
 
 import pytest
 
+from tests.lib import collection
+
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import image as _image_spec
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._oci import bundle as _oci
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import mounts as _spec_mounts
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import rootfs as _spec_rootfs
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import validate as _spec
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import files as _spec_file
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.validate import SpecError, load_spec
@@ -162,9 +169,9 @@ SECTIONS_COVERED_BY_ROWS = ("rootfs", "image", "namespaces", "mounts", "volumes"
                             "dns", "process")
 
 FIELD_TUPLES = {
-    "top": _spec.TOP_FIELDS, "rootfs": _spec.ROOTFS_FIELDS, "image": _spec.IMAGE_FIELDS,
-    "namespaces": _spec.NAMESPACE_FIELDS, "mounts": _spec.MOUNT_FIELDS, "volumes": _spec.VOLUME_FIELDS,
-    "devices": _spec.DEVICE_FIELDS, "etc": _spec.ETC_FIELDS, "extra_hosts": _spec.EXTRA_HOST_FIELDS,
+    "top": _spec.TOP_FIELDS, "rootfs": _spec_rootfs.ROOTFS_FIELDS, "image": _spec_rootfs.IMAGE_FIELDS,
+    "namespaces": _spec.NAMESPACE_FIELDS, "mounts": _spec_mounts.MOUNT_FIELDS, "volumes": _spec_mounts.VOLUME_FIELDS,
+    "devices": _spec_mounts.DEVICE_FIELDS, "etc": _spec.ETC_FIELDS, "extra_hosts": _spec.EXTRA_HOST_FIELDS,
     "dns": _spec.DNS_FIELDS, "process": _spec.PROCESS_FIELDS,
 }
 
@@ -394,12 +401,9 @@ def test_load_spec_bounds_a_module_dict_too():
 
 
 def test_cli_read_spec_uses_the_spec_file_loader(tmp_path):
-    import subprocess
-    import sys
-    import os
     path = tmp_path / "s.yaml"
     path.write_bytes(b"name: a\nname: b\nrootfs: {path: /r}\n")
-    cli = os.path.join(os.path.dirname(__file__), "..", "..", "scripts", "containerfs")
+    cli = os.path.join(collection.REPO_ROOT, "scripts", "containerfs")
     proc = subprocess.run([sys.executable, cli, "validate", str(path)], capture_output=True, text=True, check=False)
     assert proc.returncode == 2 and "twice" in proc.stderr, proc.stderr
     path.write_bytes(b"name: \xff\n")

@@ -1,7 +1,7 @@
 """Validation rules of the spec: each rule refuses what it should, naming the field."""
 import pytest
 
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import validate as _spec
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import defaults as _defaults
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.validate import SpecError, load_spec
 
 
@@ -23,10 +23,10 @@ def test_minimal_spec_gets_runc_defaults():
     assert spec["rootfs"]["readonly"] is True
     assert [m["target"] for m in spec["mounts"]] == [
         "/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys", "/sys/fs/cgroup"]
-    assert spec["masked_paths"] == list(_spec.RUNC_MASKED_PATHS)
-    assert spec["readonly_paths"] == list(_spec.RUNC_READONLY_PATHS)
+    assert spec["masked_paths"] == list(_defaults.RUNC_MASKED_PATHS)
+    assert spec["readonly_paths"] == list(_defaults.RUNC_READONLY_PATHS)
     assert [n["type"] for n in spec["namespaces"]] == ["mount", "uts", "ipc", "pid", "net"]
-    assert spec["process"] == {"args": ["sh"], "env": list(_spec.DEFAULT_ENV), "cwd": "/",
+    assert spec["process"] == {"args": ["sh"], "env": list(_defaults.DEFAULT_ENV), "cwd": "/",
                                "uid": 0, "gid": 0}
     assert sorted(d["path"] for d in spec["devices"]) == [
         "/dev/full", "/dev/null", "/dev/random", "/dev/tty", "/dev/urandom", "/dev/zero"]
@@ -177,7 +177,7 @@ def test_masked_and_readonly_paths_replace_or_extend():
     spec = load_spec(minimal(masked_paths=["/proc/kcore"], add_masked_paths=["/secret", "/proc/kcore"],
                              add_readonly_paths=["/etc"]))
     assert spec["masked_paths"] == ["/proc/kcore", "/secret"]
-    assert spec["readonly_paths"] == list(_spec.RUNC_READONLY_PATHS) + ["/etc"]
+    assert spec["readonly_paths"] == list(_defaults.RUNC_READONLY_PATHS) + ["/etc"]
 
 
 def test_volume_defaults():

@@ -10,15 +10,7 @@ import pytest
 
 from tests.lib.playbook import run_playbook
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
-
-
-@pytest.fixture(scope="module")
-def rootfs(tmp_path_factory):
-    path = tmp_path_factory.mktemp("image") / "rootfs"
-    subprocess.run([os.path.join(ROOT, "tests/lib/make-busybox-rootfs"), str(path)], check=True)
-    return str(path)
 
 
 @pytest.fixture

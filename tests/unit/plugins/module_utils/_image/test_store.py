@@ -407,6 +407,15 @@ def test_cli_unpack_exit_codes_and_progress(tmp_path):
     assert rc == 2 and "parent" in err
 
 
+def test_every_image_error_is_a_containerfs_error():
+    """The modules and the CLI tell our errors from bugs by this one base class."""
+    from ansible_collections.fromscratch.containerfs.plugins.module_utils._errors import ContainerfsError
+    from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import errors as E
+    for cls in (E.ImageError, E.ImageInputError, E.LayerVerifyError, E.UnsafeLayerError,
+                E.ImageNotFoundError):
+        assert issubclass(cls, ContainerfsError), cls
+
+
 # --------------------------------------------------------------- GC against containers (issue 7)
 
 def test_gc_between_a_reference_and_its_unpack_keeps_the_layer(tmp_path, store):

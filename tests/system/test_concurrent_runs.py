@@ -9,7 +9,6 @@ no file (device nodes!) and both mount tables are unchanged.
 Module: two `container state=present` runs at once on one container, then a third: the
 container has as many mounts as a single run makes, and the third says changed=false.
 """
-import json
 import os
 import re
 import subprocess
@@ -41,13 +40,7 @@ def render(env, case_dir, **fields):
     spec = {"name": NAME, "hostname": NAME, "rootfs": {"path": env.rootfs},
             "state_dir": os.path.join(case_dir, "state"), "run_dir": os.path.join(case_dir, "run")}
     spec.update(fields)
-    spec_file = os.path.join(case_dir, "spec.json")
-    with open(spec_file, "w") as f:
-        json.dump(spec, f)
-    script = os.path.join(case_dir, "container.sh")
-    rendered = hostile.cli("render", spec_file, "-o", script)
-    assert rendered.rc == 0, rendered
-    return script
+    return hostile.render_spec(spec, case_dir)
 
 
 def judge(result):

@@ -8,6 +8,8 @@ import pytest
 
 from conftest import REPO, render
 
+from ansible_collections.fromscratch.containerfs.plugins.plugin_utils import _render
+
 EXAMPLE = os.path.join(REPO, "examples", "busybox.yml")
 RUNTIMES = ("runc", "crun", "docker", "podman", "containerd", "skopeo", "umoci", "python",
             "python3")
@@ -79,6 +81,44 @@ def test_every_shell_parses_it(script, shell):
     result = subprocess.run(list(shell) + [script], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, universal_newlines=True, check=False)
     assert result.returncode == 0 and result.stdout == "", result.stdout
+
+
+STATIC_DIR = os.path.join(REPO, "scripts", "templates", "sh")
+STATIC_PARTS = sorted(name for name in os.listdir(STATIC_DIR) if name.endswith(".sh"))
+
+
+def test_the_static_parts_are_the_ones_the_renderer_lists():
+    assert STATIC_PARTS == sorted(_render.STATIC_PARTS)
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
+@pytest.mark.parametrize("dialect", ["sh", "dash"])
+@pytest.mark.parametrize("part", STATIC_PARTS)
+def test_static_part_is_shellcheck_clean_on_its_own(part, dialect):
+    path = os.path.join(STATIC_DIR, part)
+    with open(path) as f:
+        assert f.readline() == "# shellcheck shell=dash\n"
+    result = subprocess.run(["shellcheck", "-s", dialect, "-S", "style", path],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            universal_newlines=True, check=False)
+    assert result.returncode == 0 and result.stdout == "", result.stdout
+
+
+@pytest.mark.parametrize("shell", [("dash", "-n"), ("bash", "-n"), ("busybox", "ash", "-n")],
+                         ids=["dash", "bash", "busybox-ash"])
+@pytest.mark.parametrize("part", STATIC_PARTS)
+def test_every_shell_parses_each_static_part(part, shell):
+    result = subprocess.run(list(shell) + [os.path.join(STATIC_DIR, part)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, universal_newlines=True, check=False)
+    assert result.returncode == 0 and result.stdout == "", result.stdout
+
+
+@pytest.mark.parametrize("part", STATIC_PARTS)
+def test_static_part_holds_no_template_syntax(part):
+    """Copied as it is: a `{{ value }}` in it would reach the script as text, not a value."""
+    with open(os.path.join(STATIC_DIR, part)) as f:
+        text = f.read()
+    assert "{{" not in text and "{%" not in text
 
 
 def code_lines(text):

@@ -15,7 +15,7 @@ import pytest
 
 from tests.lib import hostile
 
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import validate as _spec
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import defaults as _spec
 
 ANNOTATION = "fromscratch.containerfs.spec"
 BASE_MOUNTS = [m for m in _spec.RUNC_DEFAULT_MOUNTS if m["target"] in ("/proc", "/dev")]
@@ -185,23 +185,6 @@ def test_process_args_and_env_arrive_verbatim(env, where):
         else:
             config["process"]["env"] = ["PATH=/bin", "HOSTILE=" + value]
             run_args = ["/bin/sh", "-c", 'printf "[%s]" "$HOSTILE"']
-        bundle = write_bundle(case_dir, config)
-        before = env.snapshot()
-        script = os.path.join(case_dir, "container.sh")
-        rendered = hostile.cli("render", "--bundle", bundle, "-o", script)
-        if rendered.rc != 0:
-            if not hostile.refused_cleanly(rendered):
-                problems.append("%s: not refused cleanly: %r" % (label, rendered))
-            problems += ["%s: %s" % (label, p) for p in env.check(before)]
-            continue
-        if "\x00" in value:
-            problems.append("%s: a NUL byte cannot reach exec, yet the bundle rendered" % label)
-            continue
-        result = hostile.run_script(script, ["run"] + run_args, env, case_dir)
-        found = env.check(before, result)
-        if result.rc != 0 or "[%s]" % value not in result.stdout:
-            found.append("not verbatim inside the container: %r" % result)
-        problems += ["%s: %s" % (label, p) for p in found]
-        if not found:
-            hostile.remove_tree(case_dir)
+        problems += hostile.verbatim_or_refused(env, label, value, case_dir,
+                                                ["--bundle", write_bundle(case_dir, config)], run_args)
     assert not problems, "\n\n".join(problems)

@@ -11,7 +11,6 @@ tables are as before.
 The script runs under `setsid` inside the conftest-like wrapper namespace, so its process
 group holds the script and what it starts, not the test's wrapper.
 """
-import json
 import os
 import signal
 import time
@@ -44,13 +43,7 @@ def render_container(env, case_dir):
     spec = {"name": NAME, "hostname": NAME, "rootfs": {"path": env.rootfs},
             "state_dir": os.path.join(case_dir, "state"), "run_dir": os.path.join(case_dir, "run"),
             "volumes": [{"source": volume, "target": "/vol"}]}
-    spec_file = os.path.join(case_dir, "spec.json")
-    with open(spec_file, "w") as f:
-        json.dump(spec, f)
-    script = os.path.join(case_dir, "container.sh")
-    rendered = hostile.cli("render", spec_file, "-o", script)
-    assert rendered.rc == 0, rendered
-    return script, volume, spec
+    return hostile.render_spec(spec, case_dir), volume, spec
 
 
 def cmdlines():
