@@ -1,5 +1,5 @@
-"""Layer unpacking: formats, verification, attributes, and every hazard of runtimes.md
-5.4 / 8 (items 19-29). Each hostile layer is applied next to an `outside` directory that
+"""Layer unpacking: formats, verification, attributes, and every hazard of a hostile
+layer (docs/image-hazards.md lists them with the test for each). Each hostile layer is applied next to an `outside` directory that
 stands for the host; the tests check that nothing appeared, changed or moved there."""
 import io
 import os
@@ -214,13 +214,13 @@ def test_rootless_skips_devices_and_owners(tmp_path):
 
 @BOTH
 @pytest.mark.parametrize("name", ["../x", "a/../../x", "..", "a/../b"])
-def test_19_dotdot_names_are_refused(tmp_path, host, flatten, name):
+def test_dotdot_names_are_refused(tmp_path, host, flatten, name):
     with pytest.raises(L.UnsafeLayerError, match=r"'\.\.'"):
         apply(tmp_path, [make_tar([file_(name, b"boom")])], flatten=flatten)
 
 
 @BOTH
-def test_19_absolute_names_are_rerooted(tmp_path, host, flatten):
+def test_absolute_names_are_rerooted(tmp_path, host, flatten):
     name = str(host / "planted")
     out = apply(tmp_path, [make_tar([file_(name, b"inside")])], flatten=flatten)
     root = out if flatten else out[0]
@@ -228,7 +228,7 @@ def test_19_absolute_names_are_rerooted(tmp_path, host, flatten):
 
 
 @BOTH
-def test_20_entry_under_a_symlink_of_the_same_layer_is_refused(tmp_path, host, flatten):
+def test_entry_under_a_symlink_of_the_same_layer_is_refused(tmp_path, host, flatten):
     with pytest.raises(L.UnsafeLayerError, match="evil"):
         apply(tmp_path, [make_tar([symlink("evil", str(host)), file_("evil/x", b"boom")])],
               flatten=flatten)
@@ -237,7 +237,7 @@ def test_20_entry_under_a_symlink_of_the_same_layer_is_refused(tmp_path, host, f
               flatten=flatten, name="second")
 
 
-def test_20_symlink_of_a_lower_layer_is_replaced_not_followed(tmp_path, host):
+def test_symlink_of_a_lower_layer_is_replaced_not_followed(tmp_path, host):
     layers = [make_tar([symlink("evil", str(host))]),
               make_tar([file_("evil/x", b"inside"), file_("evil/secret", b"mine")])]
     root = apply(tmp_path, layers, flatten=True)
@@ -250,7 +250,7 @@ def test_20_symlink_of_a_lower_layer_is_replaced_not_followed(tmp_path, host):
 @BOTH
 @pytest.mark.parametrize("target", ["../../outside/secret", "SECRET_ABS", "evil/secret",
                                     "missing", "d"])
-def test_21_hardlinks_stay_in_the_layer(tmp_path, host, flatten, target):
+def test_hardlinks_stay_in_the_layer(tmp_path, host, flatten, target):
     target = str(host / "secret") if target == "SECRET_ABS" else target
     with pytest.raises(L.UnsafeLayerError, match="hardlink"):
         apply(tmp_path, [make_tar([symlink("evil", str(host)), dir_("d"),
@@ -259,12 +259,12 @@ def test_21_hardlinks_stay_in_the_layer(tmp_path, host, flatten, target):
 
 @BOTH
 @pytest.mark.parametrize("name", [".wh.", ".wh..", ".wh...", "d/.wh.", "d/.wh.."])
-def test_22_invalid_whiteouts_are_refused(tmp_path, host, flatten, name):
+def test_invalid_whiteouts_are_refused(tmp_path, host, flatten, name):
     with pytest.raises(L.UnsafeLayerError, match="invalid whiteout"):
         apply(tmp_path, [make_tar([dir_("d"), file_(name)])], flatten=flatten)
 
 
-def test_22_whiteout_through_a_symlink(tmp_path, host):
+def test_whiteout_through_a_symlink(tmp_path, host):
     with pytest.raises(L.UnsafeLayerError):
         apply(tmp_path, [make_tar([symlink("evil", str(host)), whiteout("evil/secret")])])
     root = apply(tmp_path, [make_tar([symlink("evil", str(host))]),
@@ -280,13 +280,13 @@ LOWER = make_tar([dir_("d"), file_("d/old1", b"1"), dir_("d/sub"), file_("d/sub/
     [opaque("d"), file_("d/new", b"n")],
     [file_("d/new", b"n"), opaque("d")],                      # item 23: opaque after siblings
 ])
-def test_23_29_opaque_order_does_not_matter(tmp_path, upper):
+def test_opaque_order_does_not_matter(tmp_path, upper):
     root = apply(tmp_path, [LOWER, make_tar([dir_("d")] + upper)], flatten=True)
     assert sorted(os.listdir(str(root / "d"))) == ["new"]
     assert (root / "keep").exists()
 
 
-def test_29_same_tree_for_every_order(tmp_path):
+def test_same_tree_for_every_order(tmp_path):
     entries = [dir_("d"), opaque("d"), file_("d/new", b"n"), dir_("d/sub2"), whiteout("x"),
                file_("y", b"y")]
     snaps = set()
@@ -306,7 +306,7 @@ def test_29_same_tree_for_every_order(tmp_path):
 
 
 @pytest.mark.parametrize("order", ["whiteout-first", "entry-first"])
-def test_24_whiteout_of_a_path_of_the_same_layer(tmp_path, order):
+def test_whiteout_of_a_path_of_the_same_layer(tmp_path, order):
     wh = [whiteout("x"), whiteout("d")]
     ents = [file_("x", b"upper x"), dir_("d"), file_("d/new", b"n")]
     upper = make_tar(wh + ents if order == "whiteout-first" else ents + wh)
@@ -321,17 +321,17 @@ def test_24_whiteout_of_a_path_of_the_same_layer(tmp_path, order):
 @BOTH
 @pytest.mark.parametrize("entry", [symlink(".", "/"), symlink("./", "/tmp"),
                                    file_(".", b"x"), hardlink("./", "a")])
-def test_25_root_entry_must_be_a_directory(tmp_path, host, flatten, entry):
+def test_root_entry_must_be_a_directory(tmp_path, host, flatten, entry):
     with pytest.raises(L.UnsafeLayerError, match="root entry"):
         apply(tmp_path, [make_tar([entry, file_("after", b"a")])], flatten=flatten)
 
 
-def test_25_root_directory_entry_sets_attributes(tmp_path):
+def test_root_directory_entry_sets_attributes(tmp_path):
     d = apply(tmp_path, [make_tar([dir_(".", mode=0o750, mtime=1234), file_("a")])])[0]
     assert stat.S_IMODE(d.stat().st_mode) == 0o750 and d.stat().st_mtime == 1234
 
 
-def test_26_file_then_directory(tmp_path, host):
+def test_file_then_directory(tmp_path, host):
     # across layers: a lower file replaced by a directory (flatten and overlay agree)
     root = apply(tmp_path, [make_tar([file_("a", b"file")]),
                             make_tar([dir_("a"), file_("a/b", b"b")])], flatten=True)
@@ -353,7 +353,7 @@ def test_26_file_then_directory(tmp_path, host):
 
 
 @BOTH
-def test_27_setuid_survives_chown(tmp_path, flatten):
+def test_setuid_survives_chown(tmp_path, flatten):
     out = apply(tmp_path, [make_tar([file_("s", b"s", mode=0o6755, uid=1234, gid=4321)])],
                 flatten=flatten)
     st = os.lstat(str((out if flatten else out[0]) / "s"))
