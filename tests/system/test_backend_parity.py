@@ -13,8 +13,9 @@ import pytest
 
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime.applier import Applier
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._plan.plan import build_plan
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.validate import load_spec
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.image import load as load_with_image
 from tests.lib import mountinfo
+from tests.lib import oci_fixtures as fx
 
 FLAGS = ("ro", "nosuid", "nodev", "noexec")
 DEV_FORMAT = "%n|%f|%u|%g|%t|%T"
@@ -61,12 +62,19 @@ def normalise_mounts(entries, root):
     return out
 
 
+def rootfs_field(rootfs, spec):
+    """rootfs.path (overlay when the case asks), or an image given as {"image": layout}."""
+    if isinstance(rootfs, dict):
+        return {"image": {"source": rootfs["image"]}}
+    return {"path": rootfs, "overlay": spec.pop("overlay", False)}
+
+
 def by_script(make_container, rootfs, fields):
     spec = dict(fields)
-    overlay = spec.pop("overlay", False)
+    root = rootfs_field(rootfs, spec)
     spec.setdefault("process", {"args": ["sh"]})
     spec["process"] = dict(spec["process"], args=["sh", "-c", LOOK])
-    container = make_container(rootfs={"path": rootfs, "overlay": overlay}, **spec)
+    container = make_container(rootfs=root, **spec)
     result = container.run()
     assert result.rc == 0, result
     parts = result.sections()
@@ -76,11 +84,10 @@ def by_script(make_container, rootfs, fields):
 
 def by_applier(tmp_path, rootfs, fields):
     spec = dict(fields)
-    overlay = spec.pop("overlay", False)
-    spec.update(name="cfs-test", rootfs={"path": rootfs, "overlay": overlay},
+    spec.update(name="cfs-test", rootfs=rootfs_field(rootfs, spec),
                 state_dir=str(tmp_path / "astate"), run_dir=str(tmp_path / "arun"))
     spec.setdefault("hostname", "cfs-test")
-    applier = Applier(build_plan(load_spec(spec)))
+    applier = Applier(build_plan(load_with_image(spec)))
     applier.converge()
     try:
         ns = os.path.join(spec["run_dir"], "cfs-test", "ns")
@@ -107,3 +114,19 @@ def test_script_and_applier_build_the_same_container(make_container, copy_rootfs
     assert script[1] == applier[1], "/dev differs"
     assert script[2] == applier[2]
     assert script[0] and script[1], "something was compared"
+
+
+def test_script_and_applier_build_the_same_container_from_an_image(make_container, busybox_rootfs, tmp_path):
+    """An image rootfs: both back-ends unpack its layers into their own store and mount
+    them as overlayfs lower layers under the same volumes and masks."""
+    layout = str(tmp_path / "image.oci")
+    fx.oci_layout(layout, [fx.tar_of_dir(busybox_rootfs),
+                           fx.make_tar([fx.dir_("srv"), fx.file_("srv/app", b"v2\n")])])
+    fields = {"volumes": [{"type": "tmpfs", "target": "/srv/cache", "readonly": True}],
+              "add_readonly_paths": ["/srv"]}
+    script = by_script(make_container, {"image": layout}, fields)
+    applier = by_applier(tmp_path, {"image": layout}, fields)
+    assert script[0] == applier[0], "mount tables differ:\nscript  %s\napplier %s" % (script[0], applier[0])
+    assert script[1] == applier[1], "/dev differs"
+    assert script[2] == applier[2]
+    assert ("/", "overlay") == script[0][0][:2], script[0]
