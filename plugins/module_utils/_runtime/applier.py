@@ -97,19 +97,39 @@ class Applier:
 
     def converge(self):
         """Make the container filesystem match the plan; return the steps done (or that
-        would be done in check mode), each described in one line."""
-        done = HostSteps(self.plan, self.bases, self.check_mode).converge()
-        fresh = not self.exists() or self.recorded_digest() != self.plan["digest"]
-        if fresh:
-            done.append("pin fresh namespaces in %s" % self.namespaces.dir)
-            if self.check_mode:
-                return done + [describe_step(s) for s in _root_steps(self.plan)]
-            self.namespaces.unpin()
-            self.namespaces.create()
-        done += _in_child(self._converge_root)
+        would be done in check mode), each described in one line. A set-up that fails
+        half-way keeps nothing mounted: a first one leaves nothing at all."""
+        first_time = not os.path.lexists(self.plan["paths"]["state"]) and not self.exists()
+        fresh = False
+        try:
+            done = HostSteps(self.plan, self.bases, self.check_mode).converge()
+            fresh = not self.exists() or self.recorded_digest() != self.plan["digest"]
+            if fresh:
+                done.append("pin fresh namespaces in %s" % self.namespaces.dir)
+                if self.check_mode:
+                    return done + [describe_step(s) for s in _root_steps(self.plan)]
+                self.namespaces.unpin()
+                self.namespaces.create()
+            done += _in_child(self._converge_root)
+        except (ApplyError, OSError):
+            if not self.check_mode:
+                self._roll_back(first_time, fresh)
+            raise
         if not self.check_mode:
             self._write_record()
         return done
+
+    def _roll_back(self, first_time, fresh):
+        """After a failed set-up: a container that did not exist before is removed whole; a
+        half-built rebuild loses its namespaces (the next run rebuilds). Best effort: the
+        error that stopped the set-up is the one to report."""
+        try:
+            if first_time:
+                self.remove()
+            elif fresh:
+                self.namespaces.remove()
+        except (ApplyError, OSError):
+            pass
 
     def _converge_root(self):
         self.namespaces.enter()
