@@ -59,8 +59,18 @@ def _key(state):
     return hashlib.sha256(state.encode("utf-8")).hexdigest()[:12]
 
 
+def containers_dir(state_dir):
+    """Where the state dirs of a state dir's containers lie (one per name)."""
+    return os.path.join(state_dir, "containers")
+
+
 def container_state(state_dir, name):
-    return os.path.join(state_dir, "containers", name)
+    return os.path.join(containers_dir(state_dir), name)
+
+
+def container_run(run_dir, name):
+    """A container's run dir (see container_paths: run)."""
+    return os.path.join(run_dir, name)
 
 
 def container_record(state_dir, name):
@@ -72,7 +82,7 @@ def container_paths(name, state_dir, run_dir, overlay, rootfs_path=None, store=N
     """Every host path of one container (see the table above). `store`: the image store
     when the rootfs comes from an image, else None."""
     state = container_state(state_dir, name)
-    run = os.path.join(run_dir, name)
+    run = container_run(run_dir, name)
     paths = {
         "state": state,
         "etc": os.path.join(state, "etc"),

@@ -5,24 +5,40 @@
 DOCUMENTATION = r"""
 ---
 module: container_info
-short_description: Inspect a container filesystem set up by the container module
+short_description: Inspect the container filesystems on a host, or one of them
 version_added: 0.1.0
 description:
-  - Reports whether a container filesystem exists, where it lives, its mount table as seen
-    from inside its mount namespace, and its drift from the plan it was set up from (the
-    steps the M(fromscratch.containerfs.container) module would run to repair it).
-  - Reads the plan recorded in the container's state dir; changes nothing.
+  - With O(name), reports whether that container filesystem exists, where it lives, its
+    mount table as seen from inside its mount namespace, its drift from the plan it was
+    set up from (the steps the M(fromscratch.containerfs.container) module would run to
+    repair it), and its state.
+  - Without O(name), lists every container on the host, from the one on-host layout; each
+    one with a state dir C(<state_dir>/containers/<name>/) holding a recorded plan (made
+    by the M(fromscratch.containerfs.container) module), and each one with a run dir
+    C(<run_dir>/<name>/) holding the pid file of a live process (a rendered script's
+    C(run)) or pinned namespaces.
+  - Directory names that are not container names (see the spec's C(name)) are skipped, and
+    nothing under them is read.
+  - Reads the plan recorded in each container's state dir; changes nothing. Each
+    container's lock is taken shared while its namespaces are read, except while a
+    process runs (a script's C(run) holds the lock for the container's lifetime).
 author:
   - fromscratch.containerfs developers (@fromscratch)
 options:
   name:
-    description: Container name.
+    description:
+      - Container name. Without it, every container on the host is listed (RV(containers)).
     type: str
-    required: true
   state_dir:
     description: The state dir the container was set up with.
     type: path
     default: /var/lib/containerfs
+  run_dir:
+    description:
+      - The run dir scanned for containers without a recorded plan (a rendered script's
+        run). A container with a recorded plan is read from the run dir it was set up with.
+    type: path
+    default: /run/containerfs
   lock_timeout:
     description:
       - Seconds to wait for the container's lock (held by a run setting it up or removing
@@ -55,13 +71,78 @@ EXAMPLES = r"""
     name: web
     spec_file: /etc/containerfs/web.yml
   when: web.exists and web.container.drift | length > 0
+
+- name: List every container on the host
+  fromscratch.containerfs.container_info:
+  register: all_containers
+
+- name: Rebuild the ones a reboot took down
+  fromscratch.containerfs.container:
+    name: "{{ item.name }}"
+    spec_file: "/etc/containerfs/{{ item.name }}.yml"
+  loop: "{{ all_containers.containers | selectattr('state', 'eq', 'needs_rebuild') | list }}"
+  loop_control:
+    label: "{{ item.name }}"
 """
 
 RETURN = r"""
 exists:
   description: Whether the container filesystem is set up (its namespaces are pinned).
-  returned: always
+  returned: when O(name) is given
   type: bool
+state:
+  description:
+    - The container's state. V(running) - its pid file names a live process.
+      V(present) - its pinned namespaces are mounted as its recorded plan says.
+      V(needs_rebuild) - its plan is recorded but its namespaces are gone (after a reboot,
+      say); the M(fromscratch.containerfs.container) module rebuilds it.
+      V(absent) - nothing of it is there.
+    - On failure, V(broken) when its recorded plan fails the checks.
+  returned: when O(name) is given
+  type: str
+  choices: [running, present, needs_rebuild, absent, broken]
+  sample: present
+containers:
+  description: Every container on the host, by name.
+  returned: when O(name) is not given
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: Container name.
+      type: str
+    state:
+      description:
+        - V(running), V(present) or V(needs_rebuild) as in RV(state); V(broken) - a
+          recorded plan that fails the checks, a lock or namespace that cannot be read, or
+          pinned namespaces without a recorded plan.
+      type: str
+      choices: [running, present, needs_rebuild, broken]
+    pid:
+      description: The pid of its process as the host sees it, when running; else null.
+      type: int
+    image:
+      description: The image source its layers came from, or null (a directory rootfs).
+      type: str
+    root:
+      description: Host path of its root, or null when unknown.
+      type: str
+    mounts:
+      description: How many mounts its root has, seen from inside (present ones; else null).
+      type: int
+    drift:
+      description: The steps missing from the live state, one line each (present ones; else null).
+      type: list
+      elements: str
+    reason:
+      description: Why it is broken.
+      type: str
+      returned: when state is V(broken)
+  sample:
+    - {name: web, state: present, pid: null, image: /srv/images/busybox.oci,
+       root: /run/containerfs/web/rootfs, mounts: 14, drift: []}
+    - {name: db, state: needs_rebuild, pid: null, image: null, root: /srv/db/rootfs,
+       mounts: null, drift: null}
 container:
   description: The container, when it exists.
   returned: when RV(exists) is true
@@ -99,44 +180,71 @@ container:
     drift: []
 """
 
+import contextlib
 import os
+import stat
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _layout
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._errors import ContainerfsError
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._layout import DEFAULT_STATE_DIR
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._layout import DEFAULT_RUN_DIR, DEFAULT_STATE_DIR
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import applier as _applier
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import hostfs as _hostfs
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import mountinfo
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime.errors import ApplyError
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime.host_steps import recorded_plan
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime.host_steps import (
+    canonical, check_host_dir, check_name, recorded_plan, within)
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.text import NAME_RE
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            name=dict(type="str", required=True),
+            name=dict(type="str"),
             state_dir=dict(type="path", default=DEFAULT_STATE_DIR),
+            run_dir=dict(type="path", default=DEFAULT_RUN_DIR),
             lock_timeout=dict(type="int", default=60),
         ),
         supports_check_mode=True,
     )
     if os.geteuid() != 0:
         module.fail_json(msg="fromscratch.containerfs.container_info must run as root (become: true)")
+    params = module.params
     try:
-        plan = recorded_plan(module.params["state_dir"], module.params["name"])
-    except ContainerfsError as exc:
+        state_dir = check_host_dir(params["state_dir"], "state_dir")
+        run_dir = check_host_dir(params["run_dir"], "run_dir")
+        if params["name"] is None:
+            module.exit_json(changed=False, containers=list_all(state_dir, run_dir, params["lock_timeout"]))
+        check_name(params["name"])
+    except (ContainerfsError, OSError) as exc:
         module.fail_json(msg=str(exc))
-    if plan is None or not os.path.isdir(os.path.dirname(plan["paths"]["lock"])):
-        module.exit_json(changed=False, exists=False)
-    applier = _applier.Applier(plan, check_mode=True)
+    one(module, params["name"], state_dir, run_dir)
+
+
+def one(module, name, state_dir, run_dir):
+    """One container by name: exists, container (when set up) and its state."""
     try:
-        with applier.locked(module.params["lock_timeout"], shared=True):
+        plan = recorded_plan(state_dir, name)
+    except ContainerfsError as exc:
+        module.fail_json(msg=str(exc), state="broken")
+    try:
+        if plan is None:
+            entry = unrecorded(name, state_dir, run_dir)
+            module.exit_json(changed=False, exists=False, state=entry["state"] if entry else "absent")
+        pid = live_pid(plan["paths"]["pid"])
+        if pid is None and not os.path.isdir(os.path.dirname(plan["paths"]["lock"])):
+            module.exit_json(changed=False, exists=False, state="needs_rebuild")
+        applier = _applier.Applier(plan, check_mode=True)
+        with _shared_lock(applier, pid, module.params["lock_timeout"]):
             container = inspect(applier)
     except (ContainerfsError, OSError) as exc:
-        module.fail_json(msg="container %s: %s" % (plan["name"], exc),
+        module.fail_json(msg="container %s: %s" % (plan["name"] if plan else name, exc),
                          **({"cmd": exc.cmd} if isinstance(exc, ApplyError) else {}))
+    running = "running" if pid is not None else None
     if container is None:
-        module.exit_json(changed=False, exists=False)
-    module.exit_json(changed=False, exists=True, container=container)
+        module.exit_json(changed=False, exists=False, state=running or "needs_rebuild")
+    module.exit_json(changed=False, exists=True, container=container, state=running or "present")
 
 
 def inspect(applier):
@@ -146,6 +254,114 @@ def inspect(applier):
     container = applier.summary()
     container.update(mounts=applier.live_mounts(), drift=applier.converge())
     return container
+
+
+def _shared_lock(applier, pid, timeout):
+    """The container's lock, shared; none while a process runs: the script's run holds it
+    for the container's lifetime, so nothing else can change the container meanwhile."""
+    if pid is not None:
+        return contextlib.nullcontext()
+    return applier.locked(timeout, shared=True)
+
+
+def live_pid(path):
+    """The pid a container's pid file names when that process lives, else None."""
+    try:
+        text = _hostfs.read_file(path).strip()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if not text.isdigit() or len(text) > 10 or int(text) < 1:
+        return None
+    pid = int(text)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return pid
+
+
+def _names_in(base, trusted):
+    """The entries of `base` that are real directories with a container's name; others
+    (a lock file, a symlink, a name the spec refuses) are skipped, nothing under them read."""
+    if _hostfs.make_dirs(base, trusted=trusted, create=False):
+        return set()
+    names = set()
+    for entry in os.listdir(base):
+        if not NAME_RE.fullmatch(entry):
+            continue
+        if stat.S_ISDIR(os.lstat(os.path.join(base, entry)).st_mode):
+            names.add(entry)
+    return names
+
+
+def list_all(state_dir, run_dir, timeout):
+    """Every container of the state dir (a recorded plan) and of the run dir (a live
+    process, or pinned namespaces), by name."""
+    names = _names_in(_layout.containers_dir(state_dir), state_dir) | _names_in(run_dir, run_dir)
+    out = []
+    for name in sorted(names):
+        entry = describe(name, state_dir, run_dir, timeout)
+        if entry is not None:
+            out.append(entry)
+    return out
+
+
+def _entry(name, state, pid=None, image=None, root=None, mounts=None, drift=None, reason=None):
+    entry = {"name": name, "state": state, "pid": pid, "image": image, "root": root,
+             "mounts": mounts, "drift": drift}
+    if reason is not None:
+        entry["reason"] = reason
+    return entry
+
+
+def describe(name, state_dir, run_dir, timeout):
+    """One container of the listing, or None when `name` is no container."""
+    try:
+        plan = recorded_plan(state_dir, name)
+    except ContainerfsError as exc:
+        return _entry(name, "broken", reason=str(exc))
+    if plan is None:
+        return unrecorded(name, state_dir, run_dir)
+    image = next((s.get("source") for s in plan["steps"] if s.get("op") == "unpack_layer"), None)
+    root = plan["paths"]["root"]
+    try:
+        pid = live_pid(plan["paths"]["pid"])
+        if pid is not None:
+            return _entry(name, "running", pid=pid, image=image, root=root)
+        if not os.path.isdir(os.path.dirname(plan["paths"]["lock"])):
+            return _entry(name, "needs_rebuild", image=image, root=root)
+        applier = _applier.Applier(plan, check_mode=True)
+        with applier.locked(timeout, shared=True):
+            if not applier.exists():
+                return _entry(name, "needs_rebuild", image=image, root=root)
+            return _entry(name, "present", image=image, root=root,
+                          mounts=len(applier.live_mounts()), drift=applier.converge())
+    except (ContainerfsError, OSError) as exc:
+        return _entry(name, "broken", image=image, root=root, reason=str(exc))
+
+
+def unrecorded(name, state_dir, run_dir):
+    """A container with no recorded plan: running (a live pid: a script's run), broken
+    (pinned namespaces nobody recorded), or None (nothing of it lives)."""
+    paths = _layout.container_paths(name, state_dir, run_dir, overlay=True)
+    try:
+        _hostfs.check_dir_ours(paths["run"])
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return _entry(name, "broken", reason=str(exc))
+    root = paths["root"] if os.path.isdir(paths["root"]) and not os.path.islink(paths["root"]) else None
+    pid = live_pid(paths["pid"])
+    if pid is not None:
+        return _entry(name, "running", pid=pid, root=root)
+    ns_dir = canonical(paths["ns"], run_dir)
+    pinned = [e for e in mountinfo.read() if e["fstype"] == "nsfs" and within(e["mount_point"], ns_dir)]
+    if pinned:
+        return _entry(name, "broken", root=root,
+                      reason="namespaces pinned in %s without a recorded plan" % paths["ns"])
+    return None
 
 
 if __name__ == "__main__":

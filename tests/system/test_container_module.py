@@ -4,11 +4,14 @@ Each test works under its own tmp dir (state_dir, run_dir); tests/run runs pytes
 private mount namespace, and every test removes what it made.
 """
 import os
+import signal
 import subprocess
+import time
 
 import pytest
 
 from tests.lib.playbook import run_playbook
+from tests.lib.hostile import render_spec
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
@@ -222,6 +225,52 @@ def test_info_reports_mounts_and_drift_and_absent_by_name(tmp_path, spec):
     assert host_mounts_under(spec["run_dir"]) == []
     assert not os.path.exists(os.path.join(spec["run_dir"], "box"))
     assert run_playbook(tmp_path, [info_task])[0]["exists"] is False
+
+
+def test_info_lists_a_module_container_and_a_script_run(tmp_path, spec, rootfs):
+    """container_info without a name: a container the module set up is present (mounts,
+    no drift); a container the rendered script runs, in the same state and run dirs, is
+    running with the pid in its pid file, listed and by name, without waiting for the lock
+    the script's run holds."""
+    os.makedirs(spec["volumes"][0]["source"])
+    run_playbook(tmp_path, [task(spec)])
+    script_spec = {"name": "job", "rootfs": {"path": rootfs, "overlay": True},
+                   "state_dir": spec["state_dir"], "run_dir": spec["run_dir"],
+                   "process": {"args": ["sleep", "60"]}}
+    case_dir = tmp_path / "job"
+    case_dir.mkdir()
+    script = render_spec(script_spec, str(case_dir))
+    pid_file = os.path.join(spec["run_dir"], "job", "pid")
+    dirs = {"state_dir": spec["state_dir"], "run_dir": spec["run_dir"], "lock_timeout": 2}
+    run = subprocess.Popen(["dash", script, "run"], start_new_session=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 15
+        while not (os.path.exists(pid_file) and open(pid_file).read().strip()):
+            assert time.monotonic() < deadline and run.poll() is None, "the script did not start"
+            time.sleep(0.05)
+        pid = int(open(pid_file).read())
+        listed, by_name = run_playbook(tmp_path, [
+            {"name": "list", "fromscratch.containerfs.container_info": dirs},
+            {"name": "job", "fromscratch.containerfs.container_info": dict(dirs, name="job")}])
+        containers = {c["name"]: c for c in listed["containers"]}
+        assert sorted(containers) == ["box", "job"], listed
+        assert containers["box"]["state"] == "present" and containers["box"]["drift"] == []
+        assert containers["box"]["mounts"] > 0 and containers["box"]["pid"] is None
+        assert containers["job"]["state"] == "running" and containers["job"]["pid"] == pid
+        assert containers["job"]["mounts"] is None and containers["job"]["image"] is None
+        assert by_name["state"] == "running" and by_name["exists"] is False
+    finally:
+        try:
+            os.kill(int(open(pid_file).read()), signal.SIGKILL)
+        except (OSError, ValueError):
+            run.kill()
+        run.wait(timeout=15)
+    listed = run_playbook(tmp_path, [{"name": "list", "fromscratch.containerfs.container_info": dirs}])[0]
+    assert [c["name"] for c in listed["containers"]] == ["box"], "a finished run is not listed"
+    run_playbook(tmp_path, [task(spec, state="absent")])
+    listed = run_playbook(tmp_path, [{"name": "list", "fromscratch.containerfs.container_info": dirs}])[0]
+    assert listed["containers"] == []
 
 
 # Issue 8: read-only from the typed options the plan built, applied the way runc does.
