@@ -194,7 +194,7 @@ from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime i
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import mountinfo
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime.errors import ApplyError
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime.host_steps import (
-    canonical, check_host_dir, check_name, recorded_plan, within)
+    canonical, check_host_dir, check_name, recorded_plan)
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.text import NAME_RE
 
 
@@ -357,7 +357,7 @@ def unrecorded(name, state_dir, run_dir):
     if pid is not None:
         return _entry(name, "running", pid=pid, root=root)
     ns_dir = canonical(paths["ns"], run_dir)
-    pinned = [e for e in mountinfo.read() if e["fstype"] == "nsfs" and within(e["mount_point"], ns_dir)]
+    pinned = [e for e in mountinfo.read() if e["fstype"] == "nsfs" and _hostfs.within(e["mount_point"], ns_dir)]
     if pinned:
         return _entry(name, "broken", root=root,
                       reason="namespaces pinned in %s without a recorded plan" % paths["ns"])

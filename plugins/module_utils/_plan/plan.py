@@ -391,7 +391,7 @@ def _lies_on(mounts, path):
                 found = step
     if found is None or found["op"] == "cgroup" or found["fstype"] == "bind":
         return None
-    flags = [w for w in mountopts.checked_flags(found["options"]) if w != "ro"]
+    flags = [w for w in mountopts.checked_flags(found["options"]) if w in mountopts.INHERITED_FLAGS]
     return {"target": found["target"], "flags": flags, "is_mount_point": found["target"] == path}
 
 

@@ -24,7 +24,7 @@ from ansible_collections.fromscratch.containerfs.plugins.module_utils._plan.plan
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import hostfs as _hostfs
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import mountinfo
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime.errors import ApplyError, os_error_text
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime.host_steps import HostSteps, canonical, within
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime.host_steps import HostSteps, canonical
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime.namespaces import Namespaces
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime.root_steps import RootSteps
 
@@ -74,7 +74,7 @@ class Applier:
         if paths.get("image_ref") and os.path.dirname(paths["image_ref"]) != paths["state"]:
             self.bases.append(os.path.dirname(os.path.dirname(paths["image_ref"])))
         run_dir = canonical(paths["run"], self.run_base)
-        self.root = (canonical(paths["root"], self.run_base) if within(paths["root"], paths["run"])
+        self.root = (canonical(paths["root"], self.run_base) if _hostfs.within(paths["root"], paths["run"])
                      else os.path.realpath(paths["root"]))
         self.namespaces = Namespaces(plan, run_dir, os.path.realpath(self.run_base),
                                      canonical(paths["ns"], self.run_base))

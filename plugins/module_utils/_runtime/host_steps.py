@@ -14,7 +14,7 @@ from ansible_collections.fromscratch.containerfs.plugins.module_utils import _la
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._plan import plan as _plan
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._plan.plan import describe_step
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime.errors import ApplyError, os_error_text
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.text import NAME_RE
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.text import NAME_RE, bad_char
 
 # The kinds HostSteps does (namespaces: namespaces.Namespaces).
 HOST_STEP_KINDS = ("unpack_layer", "write_file", "copy_file", "make_dir", "namespaces")
@@ -36,13 +36,9 @@ def check_host_dir(path, what):
     """An absolute host directory path without control characters."""
     if not isinstance(path, str) or not os.path.isabs(path):
         raise ApplyError("%s must be an absolute path, got %r" % (what, path))
-    if any(ord(c) < 32 or ord(c) == 127 for c in path):
+    if bad_char(path) is not None:  # the spec's own rule for host paths
         raise ApplyError("%s must not hold control characters, got %r" % (what, path))
     return os.path.normpath(path)
-
-
-def within(path, base):
-    return path == base or path.startswith(base.rstrip("/") + "/")
 
 
 def canonical(path, base):
@@ -163,7 +159,7 @@ class HostSteps:
         """The user-given base `path` lies under (None: a path of the user's own, such as
         a volume source)."""
         for base in self.bases:
-            if within(path, base):
+            if _hostfs.within(path, base):
                 return base
         return None
 

@@ -50,7 +50,7 @@ class LockTimeout(OSError, ContainerfsError):
         return self.message
 
 
-def _within(path, base):
+def within(path, base):
     return path == base or path.startswith(base.rstrip("/") + "/")
 
 
@@ -88,7 +88,7 @@ def make_dirs(path, mode=0o755, trusted=None, create=True):
     root). Returns the directories made (or, with create=False, that would be)."""
     path = os.path.normpath(path)
     trusted = os.path.normpath(trusted or path)
-    if not _within(path, trusted):
+    if not within(path, trusted):
         raise ValueError("%s is not under %s" % (path, trusted))
     made = []
     if not os.path.isdir(trusted):

@@ -252,7 +252,7 @@ def lies_on_flags(mounts, path):
         point = entry["mount_point"]
         if point == "/" or path == point or path.startswith(point.rstrip("/") + "/"):
             found = entry
-    return [flag for flag in ("nosuid", "nodev", "noexec") if found and flag in found["options"]]
+    return [flag for flag in mountopts.INHERITED_FLAGS if found and flag in found["options"]]
 
 
 def _same_file(a, b):

@@ -56,6 +56,9 @@ FILESYSTEM_TYPES = ("proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgr
 
 # Per-mount flags that mountinfo shows (its 6th field) and a plan can ask for.
 CHECKED_FLAGS = ("ro", "nosuid", "nodev", "noexec")
+# What a read-only bind keeps of the filesystem under it (a bind remount sets exactly the
+# flags it is given); the script's inherited_flags carries the same list.
+INHERITED_FLAGS = ("nosuid", "nodev", "noexec")
 
 
 def is_bind(options):
