@@ -12,7 +12,11 @@ Per container (STATE = <state_dir>/containers/<name>, RUN = <run_dir>/<name>)::
     state        STATE/                                 the container's state dir
     etc          STATE/etc/{hostname,hosts,resolv.conf} generated /etc files
     upper, work  STATE/upper/, STATE/work/              overlay dirs (None without overlay)
-    record       STATE/plan.json                        the plan last set up (the applier)
+    record       STATE/plan.json                        the plan last set up (applier or script `up`)
+    script       STATE/container.sh                     the rendered script: the runtime of start,
+                                                        stop, exec and the monitor
+    log          STATE/container.log (+ .log.1)         the process's stdout and stderr (capped, rotated once)
+    exit_status  STATE/exit                             "STATUS ENDED_AT" of the last run (epoch seconds)
     image_ref    STATE/image.json, or                   the layers it uses (kept by the
                  STORE/refs/container-<name>-<key>.json   store's GC); key: sha256(STATE)[:12]
     volumes      STATE/volumes/<dir>                    an image's VOLUME dirs
@@ -23,7 +27,12 @@ Per container (STATE = <state_dir>/containers/<name>, RUN = <run_dir>/<name>)::
     fstab        RUN/fstab                              the script's mount batch
     mount_err    RUN/mount.err                          what mount(8) said about a batch
     fifo         RUN/go                                 the script's start signal
-    pid          RUN/pid                                the container's pid 1, as the host sees it
+    pid          RUN/pid                                "PID TICKS STARTED_AT": the container's pid 1 as
+                                                        the host sees it, its start time in clock ticks
+                                                        since boot (/proc/PID/stat field 22: guards
+                                                        against a reused pid), and in epoch seconds
+    monitor      RUN/monitor                            "PID TICKS" of the monitor that restarts it
+    stopping     RUN/stopping                           present while a stop is asked: no restart
     signal       RUN/signal                             a signal caught before pid 1 was known
     lock         <run_dir>/<name>.lock                  the container's lock (survives removal)
 
@@ -89,6 +98,9 @@ def container_paths(name, state_dir, run_dir, overlay, rootfs_path=None, store=N
         "upper": os.path.join(state, "upper") if overlay else None,
         "work": os.path.join(state, "work") if overlay else None,
         "record": container_record(state_dir, name),
+        "script": os.path.join(state, "container.sh"),
+        "log": os.path.join(state, "container.log"),
+        "exit_status": os.path.join(state, "exit"),
         "volumes": os.path.join(state, "volumes"),
         "image_ref": None,
         "run": run,
@@ -98,6 +110,8 @@ def container_paths(name, state_dir, run_dir, overlay, rootfs_path=None, store=N
         "mount_err": os.path.join(run, "mount.err"),
         "fifo": os.path.join(run, "go"),
         "pid": os.path.join(run, "pid"),
+        "monitor": os.path.join(run, "monitor"),
+        "stopping": os.path.join(run, "stopping"),
         "signal": os.path.join(run, "signal"),
         # beside the run dir, which removal deletes
         "lock": os.path.join(run_dir, name + ".lock"),
@@ -126,6 +140,11 @@ def store_of_ref(ref, state):
     if os.path.dirname(ref) == os.path.normpath(state):
         return os.path.dirname(os.path.dirname(os.path.dirname(ref)))
     return os.path.dirname(os.path.dirname(ref))
+
+
+def unit_name(name):
+    """The systemd unit that supervises a container where systemd is pid 1."""
+    return "containerfs-%s.service" % name
 
 
 def etc_file(paths, name):
