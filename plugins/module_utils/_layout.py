@@ -250,5 +250,19 @@ def utc_now():
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+# What the record's digest starts with while a set-up from scratch is under way (both
+# back-ends write it first): a run killed half-way leaves a record that names every path
+# but matches no spec, so the next run rebuilds.
+RECORD_INCOMPLETE = "incomplete set-up of "
+
+
+def record_text(plan, complete=True):
+    """The text of a container's record (STATE/plan.json), written by the applier and by
+    the script's `up` alike; incomplete: marked as a set-up under way."""
+    if not complete:
+        plan = dict(plan, digest=RECORD_INCOMPLETE + plan["digest"])
+    return json.dumps(plan, indent=1, sort_keys=True)
+
+
 # The keys container_paths() gives: what a recorded plan must hold (checked before use).
 CONTAINER_PATH_KEYS = tuple(sorted(container_paths("x", "/s", "/r", True, store="/t")))

@@ -29,7 +29,8 @@ TEMPLATE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.p
                             "scripts", "templates")
 # The macros of the step kinds, and the static parts (in TEMPLATE_DIR/sh) the skeleton uses.
 STEP_MACROS = "steps.j2"
-STATIC_PARTS = ("messages.sh", "paths.sh", "mounts.sh", "devices.sh", "layers.sh", "host.sh", "lifecycle.sh")
+STATIC_PARTS = ("messages.sh", "paths.sh", "mounts.sh", "devices.sh", "layers.sh", "host.sh", "lifecycle.sh",
+                "pin.sh", "monitor.sh")
 
 # Steps that become lines of the fstab batch.
 BATCHED = ("mount", "cgroup", "mount_rootfs", "remount_readonly", "remount_root_readonly")
@@ -49,6 +50,20 @@ STEP_HANDLERS = {
     "mknod": "build_dev_template", "symlink": "build_dev_template",
     "pivot_root": "inside_main", "root_propagation": "switch_root", "exec": "inside_wait",
 }
+
+
+# The build functions of the root phase: (name, which root steps, why). `run` builds every
+# root step; `up` the persistent ones (at_start false), in the pinned namespaces; `start`
+# and `exec` the process's own ones (at_start true: its /proc), in a copy of those.
+BUILDS = (
+    ("build_root", lambda step: True, "every root step, in plan order (run)"),
+    ("build_persistent", lambda step: not step["at_start"], "the container filesystem that stays (up)"),
+    ("build_at_start", lambda step: step["at_start"], "what belongs to a running process (start, exec)"),
+)
+# The namespace kinds as the options of unshare(1) and nsenter(1) name them, and the file
+# of each pinned one (_layout.NS_DIR_NAMES); pid is never pinned.
+NS_OPTIONS = {"mount": "mount", "uts": "uts", "ipc": "ipc", "net": "net", "pid": "pid", "cgroup": "cgroup"}
+NS_FILES = {"mount": "mnt", "uts": "uts", "ipc": "ipc", "net": "net", "cgroup": "cgroup"}
 
 
 # What a plan may select code with: the script runs a decompressor named by the first and
@@ -357,7 +372,10 @@ def render_script(plan, version="0.0.0", template_dir=TEMPLATE_DIR):
         by_phase.setdefault(step["phase"], []).append(step)
     namespaces_step = [s for s in steps if s["op"] == "namespaces"][0]
     exec_step = [s for s in steps if s["op"] == "exec"][0]
-    root_blocks = group_steps(by_phase.get("root", []))
+    root_steps = by_phase.get("root", [])
+    root_blocks = group_steps(root_steps)
+    builds = [{"name": name, "why": why, "blocks": group_steps([s for s in root_steps if wanted(s)])}
+              for name, wanted, why in BUILDS]
     device_steps = [s for s in steps if s["op"] in DEVICE_STEPS]
     context = {
         "plan": plan,
@@ -367,6 +385,13 @@ def render_script(plan, version="0.0.0", template_dir=TEMPLATE_DIR):
         "host_steps": [s for s in by_phase.get("host", []) if s["op"] != "namespaces"],
         "namespaces": namespaces_step,
         "root_blocks": root_blocks,
+        "builds": builds,
+        "record_text": _layout.record_text(plan),
+        "record_incomplete": _layout.RECORD_INCOMPLETE,
+        "pinned": [(ns["type"], NS_FILES[ns["type"]]) for ns in namespaces_step["namespaces"]
+                   if ns["type"] in NS_FILES and not ns["path"]],
+        "ns_option": NS_OPTIONS,
+        "image_ref_outside": _image_ref_outside(plan["paths"]),
         "final_steps": [s for s in by_phase.get("final", []) if s["op"] != "exec"],
         "exec": exec_step,
         "device_template": plan["paths"]["dev_template"] if device_steps else None,
@@ -391,6 +416,12 @@ def render_script(plan, version="0.0.0", template_dir=TEMPLATE_DIR):
     return env.get_template("container.sh.j2").render(**context)
 
 
+def _image_ref_outside(paths):
+    """An image reference the container keeps in a store elsewhere (removed with it)."""
+    ref = paths.get("image_ref")
+    return ref if ref and not _inside(ref, paths["state"]) else None
+
+
 def _dev_is_fresh_tmpfs(steps):
     """True when the last mount on /dev is a tmpfs and the devices are copied into it."""
     dev = [s for s in steps if s["op"] == "mount" and s["target"] == "/dev"]
@@ -401,8 +432,11 @@ def _needed_commands(steps):
     ops = set(s["op"] for s in steps)
     # flock: the container's lock; stat: the host dirs' owner and mode, in one call;
     # setsid: the container side in a session of its own (signals reach it through us)
+    # the lifecycle: true (pinning), cat, cp, chmod, mv (record, installed copy), date,
+    # sleep, head or dd, tail (monitor, log, stop)
     needs = ["unshare", "nsenter", "mount", "umount", "pivot_root", "mkfifo", "env", "readlink",
-             "mkdir", "rm", "flock", "stat", "setsid"]
+             "mkdir", "rm", "flock", "stat", "setsid", "true", "cat", "cp", "chmod", "mv", "date",
+             "sleep", "head", "dd", "tail"]
     if ops & set(DEVICE_STEPS):
         needs += ["cp", "mknod", "ln", "mv"]
     if any(s["op"] == "mknod" and (s["uid"] or s["gid"]) for s in steps):

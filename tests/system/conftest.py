@@ -284,3 +284,22 @@ def make_container(tmp_path, busybox_rootfs):
         spec = dict((k, v) for k, v in spec.items() if v is not None)
         return Container(spec, str(directory or tmp_path))
     return make
+
+
+@pytest.fixture
+def kept(make_container):
+    """kept(shell="dash", **fields) -> tests.lib.lifecycle.Kept: a rendered container (the
+    make_container defaults) to drive with its lifecycle commands, in pytest's own mount
+    namespace. Afterwards whatever the test left running or pinned is killed (by pid) and
+    unpinned, so a failing test cannot leak it into the next."""
+    from tests.lib.lifecycle import Kept
+    made = []
+
+    def make(shell="dash", **fields):
+        container = make_container(**fields)
+        one = Kept(container.script, container.name, container.state_dir, container.run_dir, shell)
+        made.append(one)
+        return one
+    yield make
+    for one in made:
+        one.kill_everything()

@@ -14,15 +14,18 @@ supervise() {
     while read -r _kind _value; do
         case $_kind in
             pivoted | unpivoted)
-                printf '%s\n' "$_value" > "$CFS_PID_FILE"
+                # (an exec in a stopped container is no container process: no pid file)
+                [ "$CFS_MODE" = exec ] || write_pid_file "$CFS_PID_FILE" "$_value" "$("$T_date" +%s)"
                 if ! switch_root "$_value" "$_kind"; then
                     kill -KILL "$_value" 2>/dev/null || true
                     die "cannot switch to the container root"
                 fi
                 printf 'go\n' > "$CFS_GO"
                 pending_signal "$_value"
+                [ "$CFS_MODE" != start ] || process_running "$_value"
                 ;;
             exit)
+                [ "$CFS_MODE" != start ] || process_ended "$_value"
                 return "$_value"
                 ;;
         esac
@@ -53,7 +56,7 @@ take_lock() {
 forward_signal() {
     CFS_TRAPPED=$1
     _pid=
-    [ ! -f "$CFS_PID_FILE" ] || read -r _pid < "$CFS_PID_FILE" || true
+    [ ! -f "$CFS_PID_FILE" ] || read -r _pid _rest < "$CFS_PID_FILE" || true
     if [ -n "$_pid" ]; then
         kill -s "$1" "$_pid" 2>/dev/null || true
     else
@@ -96,11 +99,15 @@ refuse_planted_run_files() {
 }
 
 refuse_if_running() {
-    [ -f "$CFS_PID_FILE" ] || return 0
-    read -r _pid < "$CFS_PID_FILE" || return 0
-    if [ -n "$_pid" ] && [ -d "/proc/$_pid" ]; then
-        die "already running as pid $_pid (remove $CFS_PID_FILE if that is wrong)"
-    fi
+    live_pid "$CFS_PID_FILE"
+    [ -z "$LIVE" ] || die "already running as pid $LIVE (remove $CFS_PID_FILE if that is wrong)"
+}
+
+# refuse_if_up: `run` builds throw-away namespaces: not for a container that is up.
+refuse_if_up() {
+    pinned_state
+    [ "$PINNED" = none ] ||
+        die "container $CFS_NAME is up (namespaces pinned in $CFS_NS): use start, exec and stop, or down first"
 }
 
 # find_shell: the shell running this script runs its container side too.
@@ -131,10 +138,17 @@ cmd_run() {
     host_dirs
     canonical_paths
     take_lock
+    refuse_if_up
     refuse_planted_run_files
     refuse_if_running
     prepare_host
     find_shell
+    foreground_run fresh_side "$@"
+}
+
+# foreground_run SIDE [ARG...]: the container side SIDE with our stdin and stdout, signals
+# passed on to it; exit with its status (run; exec in a stopped container).
+foreground_run() {
     default_signals
     [ -p "$CFS_GO" ] || "$T_mkfifo" -m 0600 -- "$CFS_GO"
     trap cleanup EXIT
@@ -148,11 +162,48 @@ cmd_run() {
     exit "$_status"
 }
 
+# pid1_parent SIGNALS MODE SHELL APPLET SELF [ARG...]: (start, exec) fork the container
+# side into the pid namespace unshare made, killed when we die; exit with its status as
+# the shell gives it: 128+N for signal N (unshare's own fork exits 1 for a SIGKILL,
+# util-linux 2.38). Our first child is that namespace's pid 1, and once it ended no
+# other can start there: nothing before it may fork (no $(...), no program).
+pid1_parent() {
+    CFS_ENV_SIGNALS=$1 CFS_SHELL=$3 CFS_APPLET=$4 CFS_SELF=$5
+    shift
+    find_tools
+    # (a background job ignores INT and QUIT: env gives them back, SIGNALS: its option)
+    set -- "$T_env" ${CFS_ENV_SIGNALS:+"$CFS_ENV_SIGNALS"} \
+        "$CFS_SHELL" ${CFS_APPLET:+"$CFS_APPLET"} "$CFS_SELF" __inside "$@"
+    ! find_tool setpriv || set -- "$TOOL" --pdeathsig KILL -- "$@"
+    # (a background job's stdin would be /dev/null: ours, through fd 4)
+    exec 4<&0
+    "$@" <&4 4<&- &
+    exec 4<&-
+    _status=0
+    wait "$!" || _status=$?
+    exit "$_status"
+}
+
 main() {
+    CFS_MODE=run
+    CFS_LOCK_TIMEOUT=30
+    CFS_STOP_TIMEOUT=10
     case ${1:-} in
         run)
             shift
             cmd_run "$@"
+            ;;
+        up | start | stop | down | status | logs | exec)
+            _command=$1
+            shift
+            "cmd_$_command" "$@"
+            ;;
+        __monitor)
+            shift
+            cmd_monitor "$@"
+            ;;
+        __build)
+            inside_build
             ;;
         check)
             preflight
@@ -161,11 +212,14 @@ main() {
         -h | --help | help)
             usage
             ;;
-        __inside)
+        __pid1)
             shift
-            CFS_SHELL=$1 CFS_APPLET=$2 CFS_SELF=$3
-            shift 3
-            inside_main "$@"
+            pid1_parent "$@"
+            ;;
+        __inside)
+            CFS_MODE=$2 CFS_SHELL=$3 CFS_APPLET=$4 CFS_SELF=$5
+            shift 5
+            inside_main "$CFS_MODE" "$@"
             ;;
         '')
             usage >&2

@@ -18,6 +18,7 @@ canonical_paths() {
     CFS_STATE=$PWD
     cd -P -- "$CFS_RUN" || die "cannot enter the run dir $CFS_RUN"
     CFS_RUN=$PWD
+    CFS_NS=$CFS_RUN/ns
     if [ -n "$CFS_ROOT_IN_RUN" ]; then
         CFS_ROOT=$CFS_RUN/$CFS_ROOT_IN_RUN
     else

@@ -8,6 +8,7 @@ import pytest
 
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._plan.plan import build_plan
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.validate import load_spec
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _layout
 from ansible_collections.fromscratch.containerfs.plugins.plugin_utils import _render
 
 NASTY = "it's a \"test\" with $HOME, `id`, $(id), \\n and a\ttab ;& |"
@@ -162,10 +163,73 @@ def test_hostile_why_and_name_stay_comments():
     plan["name"] = "demo\ntouch /tmp/canary"
     script = _render.render_script(plan)
     lines = script.splitlines()
+    record = record_lines(lines)
     found = [i for i, l in enumerate(lines) if "touch /tmp/canary" in l]
-    # a comment, or the second line of the quoted name
+    # a comment, the second line of the quoted name, or a line of the quoted record
     assert found and all(lines[i].lstrip().startswith("#") or lines[i - 1] == "CFS_NAME='demo"
-                         for i in found), [lines[i] for i in found]
+                         or i in record for i in found), [lines[i] for i in found]
+    assert any(i in record for i in found)
+
+
+def record_lines(lines):
+    """The line numbers of the quoted record (CFS_RECORD_TEXT='{ ... }')."""
+    start = [i for i, l in enumerate(lines) if l.startswith("CFS_RECORD_TEXT='")][0]
+    end = lines.index("}'", start)
+    return range(start, end + 1)
+
+
+@pytest.mark.parametrize("shell", ["dash", "bash", "busybox ash"])
+def test_the_record_is_the_plans_json_in_one_quoted_word(shell):
+    """`up` writes STATE/plan.json from CFS_RECORD_TEXT: the applier's text exactly, hostile
+    values included."""
+    plan = build_plan(load_spec(dict(full_spec(), name="demo", state_dir="/s", run_dir="/r")))
+    plan["steps"][0]["why"] = NASTY + "'\n}'\necho broken"
+    lines = _render.render_script(plan).splitlines()
+    assignment = "\n".join(lines[i] for i in record_lines(lines))
+    out = subprocess.run(shell.split() + ["-c", assignment + '\nprintf %s "$CFS_RECORD_TEXT"'],
+                         stdout=subprocess.PIPE, check=True).stdout.decode()
+    assert out == json.dumps(plan, indent=1, sort_keys=True) == _layout.record_text(plan)
+
+
+def shell_function(lines, name):
+    start = lines.index("%s() {" % name)
+    return "\n".join(lines[start:lines.index("}", start) + 1])
+
+
+@pytest.mark.parametrize("shell", ["dash", "bash", "busybox ash"])
+@pytest.mark.parametrize("complete", [True, False])
+def test_the_script_writes_the_appliers_record_complete_or_marked_incomplete(shell, complete, tmp_path):
+    """Before a set-up from scratch both back-ends write the record with its digest marked
+    incomplete (a nested "digest" of an image layer stays as it is), then the record."""
+    plan = build_plan(load_spec(dict(full_spec(), name="demo", state_dir="/s", run_dir="/r")))
+    plan["steps"][0]["why"] = ' "digest": "' + NASTY
+    lines = _render.render_script(plan).splitlines()
+    code = "\n".join([lines[i] for i in record_lines(lines)] +
+                     [l for l in lines if l.startswith("CFS_RECORD_INCOMPLETE=")] +
+                     [shell_function(lines, "write_record"),
+                      'refuse_link() { :; }', 'T_mv=mv', 'CFS_RECORD="$1"',
+                      'write_record %s' % ("complete" if complete else "incomplete")])
+    record = tmp_path / "plan.json"
+    subprocess.run(shell.split() + ["-c", code, "sh", str(record)], check=True)
+    assert record.read_text() == _layout.record_text(plan, complete)
+    assert json.loads(record.read_text())["digest"].startswith("sha256:" if complete else "incomplete set-up of sha256:")
+
+
+def test_build_functions_split_the_root_steps_by_at_start():
+    """run builds every root step; up the persistent ones; start and exec the process's
+    own (its /proc and the paths in it): from one loop, the same step code."""
+    script = render()
+
+    def body(name):
+        return script.split("\n%s() {\n" % name, 1)[1].split("\n}\n", 1)[0]
+    everything, persistent, at_start = body("build_root"), body("build_persistent"), body("build_at_start")
+    assert "'proc'" in everything and "'proc'" in at_start and "'proc'" not in persistent
+    assert "target_in_root '/proc/kcore'" in at_start and "'/proc/kcore'" not in persistent
+    assert "'sysfs'" in persistent and "'sysfs'" not in at_start
+    assert "target_in_root '/sys/firmware'" in persistent
+    for line in persistent.splitlines() + at_start.splitlines():
+        if line.startswith("    add_") or line.startswith("    target_in_root"):
+            assert line in everything.splitlines(), line
 
 
 def test_finalize_lets_only_escaped_values_through():
