@@ -7,17 +7,22 @@ clear lock / "already running" message; nothing hangs; the host rootfs directory
 no file (device nodes!) and both mount tables are unchanged.
 
 Module: two `container state=present` runs at once on one container, then a third: the
-container has as many mounts as a single run makes, and the third says changed=false.
+container has as many mounts as a single run makes, and the third says changed=false. A
+run held still while it holds the container's lock: a second run waits for it (and says
+which lock and what to do when its lock_timeout runs out).
 """
 import os
 import re
+import signal
 import subprocess
 import threading
+import time
 
 import pytest
 
 from tests.lib import hostile
 from tests.lib.playbook import run_playbook
+from tests.lib.run_module import finish_module, run_module, start_module
 
 PAIRS = 25
 ROUNDS = 3
@@ -140,4 +145,68 @@ def test_two_module_presents_at_once(env, tmp_path):
             assert third["changed"] is False, third
     finally:
         run_playbook(play_dir(tmp_path, "cleanup"), [task(spec, "absent")], expect_failure=True)
+    assert host_mounts_under(spec["run_dir"]) == []
+
+
+# ---------------------------------------------------------------------------------------
+# The container's lock: a second run waits for the first (issue 9 item 5)
+# ---------------------------------------------------------------------------------------
+
+STOP = "CONTAINERFS_TEST_STOP_AFTER_STEP"
+
+
+def wait_stopped(proc, deadline_s=60):
+    """Wait until `proc` is stopped (state T in /proc/PID/stat); fail if it ends first."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        assert proc.poll() is None, "the first run ended instead of stopping: %r" % (finish_module(proc),)
+        with open("/proc/%d/stat" % proc.pid) as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "T":
+                return
+        assert time.monotonic() < deadline, "the first run did not stop"
+        time.sleep(0.01)
+
+
+def flock_holders(path):
+    """The pids holding flock(2) on `path` (/proc/locks, by inode)."""
+    inode = os.stat(path).st_ino
+    holders = []
+    with open("/proc/locks") as f:
+        for line in f:
+            fields = line.split()
+            if fields[1] == "FLOCK" and fields[-3].endswith(":%d" % inode) and "->" not in line:
+                holders.append(int(fields[4]))
+    return holders
+
+
+def test_a_second_module_run_waits_for_the_first_and_a_short_lock_timeout_says_what_to_do(env, tmp_path):
+    """The first run is stopped (SIGSTOP, test hook) after its first step, holding the lock.
+    A second run with lock_timeout=1 fails naming the lock and what to do; one with a long
+    lock_timeout waits: once the first ends (set up, changed), it finds nothing to do. Had
+    it not waited, it would have found no record and set the container up itself."""
+    spec = {"name": NAME, "hostname": NAME, "rootfs": {"path": env.rootfs, "overlay": True},
+            "state_dir": str(tmp_path / "state"), "run_dir": str(tmp_path / "run")}
+    lock = os.path.join(spec["run_dir"], NAME + ".lock")
+    first = start_module(tmp_path, "container", {"spec": spec}, env={STOP: "1"})
+    second = None
+    try:
+        wait_stopped(first)
+        assert flock_holders(lock) == [first.pid]
+        refused = run_module(tmp_path, "container", {"spec": spec, "lock_timeout": 1})
+        assert refused.rc == 1 and refused["failed"] is True, refused
+        assert "container %s" % NAME in refused["msg"] and lock in refused["msg"], refused["msg"]
+        assert "wait for that run to end and try again, or give a longer lock_timeout" in refused["msg"]
+        assert not os.path.exists(os.path.join(spec["state_dir"], "containers", NAME, "plan.json"))
+        second = start_module(tmp_path, "container", {"spec": spec, "lock_timeout": 120})
+        os.kill(first.pid, signal.SIGCONT)
+        done = finish_module(first)
+        assert done.rc == 0 and done["changed"] is True, done
+        waited = finish_module(second)
+        assert waited.rc == 0 and waited["changed"] is False and waited["actions"] == [], waited
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                os.kill(proc.pid, signal.SIGCONT)
+                finish_module(proc)
+        run_module(tmp_path, "container", {"spec": spec, "state": "absent"})
     assert host_mounts_under(spec["run_dir"]) == []

@@ -11,15 +11,20 @@ The host steps (host_steps.py) are done first; then each root step (root_steps.p
 checked against the live state seen from inside the namespaces and done only when
 missing: a second run changes nothing. When the spec itself changed (its digest differs
 from the one recorded), the namespaces are rebuilt from scratch, so nothing of the old
-spec lingers.
+spec lingers. The plan is recorded last: a set-up interrupted at any point has no record
+of its digest, and after a reboot nothing is pinned; either way the next run rebuilds it
+from scratch (tests/system/test_container_crash.py kills a run after each step in turn).
 
 Standard library only; raises `ApplyError`, never exits.
 Private to the collection; may change without notice.
 """
 
+import contextlib
 import json
 import os
+import signal
 
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _layout
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._plan.plan import describe_step
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import hostfs as _hostfs
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import mountinfo
@@ -27,6 +32,28 @@ from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime.e
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime.host_steps import HostSteps, canonical
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime.namespaces import Namespaces
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime.root_steps import RootSteps
+
+
+# Test-only hooks (tests/system/test_container_crash.py, test_concurrent_runs.py): set to k,
+# the module process is sent a signal right after its k-th done step (host steps, the
+# pinning of namespaces, root steps, removal steps, in that order). KILL: SIGKILL, to show
+# that the next run converges whatever an interrupted one left. STOP: SIGSTOP to the
+# process doing the step (a test holds a run still, lock held, and resumes it with
+# SIGCONT). Ignored when unset or not a positive integer.
+TEST_STEP_HOOKS = (("CONTAINERFS_TEST_KILL_AFTER_STEP", signal.SIGKILL),
+                   ("CONTAINERFS_TEST_STOP_AFTER_STEP", signal.SIGSTOP))
+
+
+def _test_step_hook():
+    """(k, signal) of the test-only hook that is set, or (None, None)."""
+    for name, signum in TEST_STEP_HOOKS:
+        text = os.environ.get(name, "")
+        if text.isdigit() and int(text) > 0:
+            return int(text), signum
+    return None, None
+
+
+INCOMPLETE = _layout.RECORD_INCOMPLETE
 
 
 def _root_steps(plan):
@@ -79,12 +106,43 @@ class Applier:
         self.namespaces = Namespaces(plan, run_dir, os.path.realpath(self.run_base),
                                      canonical(paths["ns"], self.run_base))
         self.record = paths["record"]
+        self.steps_done = 0
+        self.hook_step, self.hook_signal = _test_step_hook()
+        self.module_pid = os.getpid()
+
+    def _step_done(self):
+        """Count one done step; the test-only hooks (TEST_STEP_HOOKS) act after the k-th:
+        KILL takes the module process, and this forked child too if it is one, so no later
+        step runs; STOP stops this process."""
+        self.steps_done += 1
+        if self.steps_done == self.hook_step:
+            if self.hook_signal == signal.SIGKILL:
+                os.kill(self.module_pid, signal.SIGKILL)
+            os.kill(os.getpid(), self.hook_signal)
 
     def locked(self, timeout, shared=False):
-        """The per-container lock (the script takes the same file with flock(1))."""
+        """The per-container lock (the script takes the same file with flock(1)), as a
+        context manager; a timeout says which lock and what to do about it."""
         lock = self.plan["paths"]["lock"]
         _hostfs.make_dirs(os.path.dirname(lock), 0o755)
-        return _hostfs.locked(lock, timeout, shared=shared, what="container %s" % self.plan["name"])
+        held = contextlib.ExitStack()
+        try:
+            held.enter_context(_hostfs.locked(lock, timeout, shared=shared,
+                                              what="container %s" % self.plan["name"]))
+        except _hostfs.LockTimeout as exc:
+            raise ApplyError("%s (wait for that run to end and try again, or give a longer "
+                             "lock_timeout; `lslocks` shows which process holds %s)" % (exc, lock))
+        return held
+
+    def recorded_plan(self):
+        """The plan the container was last set up from (its record), or None when there is
+        none or it cannot be read as JSON. A set-up from scratch that did not end left
+        the record of its plan with the digest INCOMPLETE + digest."""
+        try:
+            plan = json.loads(_hostfs.read_file(self.record))
+        except (OSError, ValueError):
+            return None
+        return plan if isinstance(plan, dict) else None
 
     def recorded_digest(self):
         try:
@@ -102,14 +160,16 @@ class Applier:
         first_time = not os.path.lexists(self.plan["paths"]["state"]) and not self.exists()
         fresh = False
         try:
-            done = HostSteps(self.plan, self.bases, self.check_mode).converge()
+            done = HostSteps(self.plan, self.bases, self.check_mode, on_done=self._step_done).converge()
             fresh = not self.exists() or self.recorded_digest() != self.plan["digest"]
             if fresh:
                 done.append("pin fresh namespaces in %s" % self.namespaces.dir)
                 if self.check_mode:
                     return done + [describe_step(s) for s in _root_steps(self.plan)]
+                self._write_record(complete=False)
                 self.namespaces.unpin()
                 self.namespaces.create()
+                self._step_done()
             done += _in_child(self._converge_root)
         except (ApplyError, OSError):
             if not self.check_mode:
@@ -133,7 +193,7 @@ class Applier:
 
     def _converge_root(self):
         self.namespaces.enter()
-        steps = RootSteps(self.root)
+        steps = RootSteps(self.root, _root_steps(self.plan))
         done = []
         for step in _root_steps(self.plan):
             if getattr(steps, "check_" + step["op"])(step):
@@ -149,11 +209,16 @@ class Applier:
             except ApplyError as exc:
                 raise ApplyError(str(exc), step=describe_step(step), cmd=exc.cmd)
             steps.refresh()
+            self._step_done()
         return done
 
-    def _write_record(self):
+    def _write_record(self, complete=True):
+        """Record the plan: once set up; and, marked incomplete, before a set-up from
+        scratch begins, so a run killed half-way leaves a record that names every path
+        (absent by name finds them) but no spec's digest (every run rebuilds it, the
+        script's `up` too), never the record of a previous spec over half of this one."""
         try:
-            _hostfs.write_file(self.record, json.dumps(self.plan, indent=1, sort_keys=True), 0o600)
+            _hostfs.write_file(self.record, _layout.record_text(self.plan, complete), 0o600)
         except OSError as exc:
             raise ApplyError(os_error_text(exc), step="record the plan in %s" % self.record)
 
@@ -205,15 +270,18 @@ class Applier:
                 done.append("unpin namespaces and remove %s" % self.namespaces.run_dir)
                 if not self.check_mode:
                     self.namespaces.remove()
+                    self._step_done()
             if os.path.lexists(state):
                 done.append("remove %s" % state)
                 if not self.check_mode:
                     _hostfs.remove_tree(state)
+                    self._step_done()
             ref = self.plan["paths"].get("image_ref")
             if ref and os.path.lexists(ref):  # a reference kept in a store of its own
                 done.append("remove %s" % ref)
                 if not self.check_mode:
                     os.unlink(ref)
+                    self._step_done()
         except OSError as exc:
             raise ApplyError(os_error_text(exc), step=done[-1] if done else "remove")
         return done

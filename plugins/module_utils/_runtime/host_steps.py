@@ -132,10 +132,11 @@ class HostSteps:
     or file in the state, run and store dirs; image layers are checked and added at once
     (under the store's lock)."""
 
-    def __init__(self, plan, bases, check_mode):
+    def __init__(self, plan, bases, check_mode, on_done=None):
         self.plan = plan
         self.bases = bases    # the user-given bases below which every component is ours
         self.check_mode = check_mode
+        self.on_done = on_done or (lambda: None)  # called after each step done (not checked)
         self.layer_index = 0
 
     def converge(self):
@@ -153,6 +154,8 @@ class HostSteps:
                 raise ApplyError(os_error_text(exc), step=describe_step(step))
             if changed:
                 done.append(describe_step(step))
+                if not self.check_mode:
+                    self.on_done()
         return done
 
     def _base_of(self, path):

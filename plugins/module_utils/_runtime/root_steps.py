@@ -23,6 +23,31 @@ from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec impo
 # Every other kind needs a check_ and a do_ in RootSteps (tests/unit/plugins/module_utils/_plan/test_plan.py).
 STARTED_STEP_KINDS = ("pivot_root", "root_propagation", "exec")
 MAX_SYMLINKS = 40
+# Steps that stack a new mount on their target, and steps that change the last one there.
+NEW_LAYER_KINDS = ("mount_rootfs", "mount", "cgroup", "readonly_path", "mask_path")
+REMOUNT_KINDS = ("remount_readonly", "remount_root_readonly")
+
+
+def _point_of(step):
+    """The container path a mounting step mounts on (the root: "/")."""
+    if step["op"] in ("mount_rootfs", "remount_root_readonly"):
+        return "/"
+    return step.get("target") or step.get("path")
+
+
+def layers_above(steps):
+    """{id(step): how many later steps stack a mount on the same point}: mounts pile up on
+    one point (a bind of /etc/hostname, then a mask over it), so each step's own mount is
+    that many below the top of the live stack there (whatever the host put below it)."""
+    out = {}
+    later = {}
+    for step in reversed(steps):
+        if step["op"] in NEW_LAYER_KINDS + REMOUNT_KINDS:
+            point = _point_of(step)
+            out[id(step)] = later.get(point, 0)
+            if step["op"] in NEW_LAYER_KINDS:
+                later[point] = later.get(point, 0) + 1
+    return out
 
 
 # Twin of the script's target_in_root (tests/system/test_twins.py).
@@ -61,9 +86,20 @@ def resolve_in_root(root, path, nofollow=False):
 class RootSteps:
     """Checks and applies root-phase steps from inside the container's namespaces."""
 
-    def __init__(self, root):
+    def __init__(self, root, steps=()):
         self.root = root
         self.mounts = mountinfo.read()
+        self._above = layers_above(list(steps))
+
+    def own_mount(self, step, point):
+        """The live mount of `step` at `point` (see layers_above), or None: the top one when
+        no later step mounts there."""
+        stack = [e for e in self.mounts if e["mount_point"] == point]
+        above = self._above.get(id(step), 0)
+        return stack[-1 - above] if len(stack) > above else None
+
+    def _is_top(self, step):
+        return self._above.get(id(step), 0) == 0
 
     def refresh(self):
         self.mounts = mountinfo.read()
@@ -74,7 +110,7 @@ class RootSteps:
 
     # -- mount_rootfs --------------------------------------------------------------
     def check_mount_rootfs(self, step):
-        top = mountinfo.top_mount(self.mounts, self.root)
+        top = self.own_mount(step, self.root)
         if step["kind"] == "overlay":
             return top is not None and top["fstype"] == "overlay"
         return top is not None and _same_file(self.root, step["source"])
@@ -89,11 +125,12 @@ class RootSteps:
     # -- mount ---------------------------------------------------------------------
     def check_mount(self, step):
         target = self.target(step)
-        top = mountinfo.top_mount(self.mounts, target)
+        top = self.own_mount(step, target)
         if top is None or not _has_flags(top, step["options"]):
             return False
         if step["fstype"] == "bind":
-            return _same_file(target, step["source"])
+            # (a mount above it hides its file: then the device it comes from must match)
+            return _same_file(target, step["source"]) if self._is_top(step) else _same_device(top, step["source"])
         return top["fstype"] == step["fstype"]
 
     def do_mount(self, step):
@@ -105,7 +142,7 @@ class RootSteps:
 
     # -- remount_readonly: read-only once everything below exists (finalizeRootfs) ----
     def check_remount_readonly(self, step):
-        top = mountinfo.top_mount(self.mounts, self.target(step))
+        top = self.own_mount(step, self.target(step))
         return top is not None and _has_flags(top, step["options"])
 
     def do_remount_readonly(self, step):
@@ -113,7 +150,7 @@ class RootSteps:
 
     # -- cgroup --------------------------------------------------------------------
     def check_cgroup(self, step):
-        top = mountinfo.top_mount(self.mounts, self.target(step))
+        top = self.own_mount(step, self.target(step))
         return top is not None and top["fstype"] in ("cgroup2", "tmpfs")
 
     def do_cgroup(self, step):
@@ -191,7 +228,7 @@ class RootSteps:
     # -- read-only and masked paths ------------------------------------------------
     def check_readonly_path(self, step):
         target = self.target(step)
-        top = mountinfo.top_mount(self.mounts, target)
+        top = self.own_mount(step, target)
         return not os.path.exists(target) or (top is not None and _has_flags(top, step["options"]))
 
     def do_readonly_path(self, step):
@@ -208,7 +245,7 @@ class RootSteps:
         target = self.target(step)
         if not os.path.exists(target):
             return True
-        top = mountinfo.top_mount(self.mounts, target)
+        top = self.own_mount(step, target)
         if os.path.isdir(target):
             return top is not None and top["fstype"] == "tmpfs" and _has_flags(top, step["options"])
         st = os.stat(target)
@@ -229,7 +266,7 @@ class RootSteps:
 
     # -- read-only root ------------------------------------------------------------
     def check_remount_root_readonly(self, step):
-        top = mountinfo.top_mount(self.mounts, self.root)
+        top = self.own_mount(step, self.root)
         return top is not None and _has_flags(top, step["options"])
 
     def do_remount_root_readonly(self, step):
@@ -253,6 +290,15 @@ def lies_on_flags(mounts, path):
         if point == "/" or path == point or path.startswith(point.rstrip("/") + "/"):
             found = entry
     return [flag for flag in mountopts.INHERITED_FLAGS if found and flag in found["options"]]
+
+
+def _same_device(entry, source):
+    """True when a live mount comes from the filesystem `source` lies on."""
+    try:
+        dev = os.stat(source).st_dev
+    except OSError:
+        return False
+    return entry["device"] == "%d:%d" % (os.major(dev), os.minor(dev))
 
 
 def _same_file(a, b):
