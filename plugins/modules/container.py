@@ -68,24 +68,83 @@ options:
     default: false
   state:
     description:
-      - V(present) sets the filesystem up (or repairs drift); V(absent) removes every mount,
-        pinned namespace and file it made.
+      - V(present) sets the filesystem up (or repairs drift) and installs its rendered script
+        at C(<state_dir>/containers/<name>/container.sh); it never starts or stops a process,
+        so converging a filesystem cannot kill what the user did not ask to (the default
+        for that reason). A running container whose spec changed is refused; use
+        V(started) (restarts it) or V(stopped).
+      - V(started) does what V(present) does, then starts the container's process with the
+        installed script (C(sh container.sh start)), detached under its monitor (or under
+        its systemd unit where systemd is pid 1). A running container whose spec is the
+        same is left alone; a changed spec, O(restart) or O(recreate) stop it first.
+      - V(stopped) does what V(present) does and stops the process when it runs
+        (C(sh container.sh stop)).
+      - V(absent) stops the process when it runs, then removes every mount, pinned
+        namespace and file it made, and its systemd unit.
     type: str
-    choices: [present, absent]
+    choices: [present, started, stopped, absent]
     default: present
+  restart:
+    description:
+      - With O(state=started), stop a running process and start it again, even when
+        nothing changed.
+    type: bool
+    default: false
+  recreate:
+    description:
+      - Stop the process when it runs (refused with O(state=present)), remove the container
+        filesystem (the overlay's upper dir included; the log and the installed script are
+        kept) and set it up again. Ignored with O(state=absent).
+    type: bool
+    default: false
+  restart_policy:
+    description:
+      - When the process is restarted after it exits (V(no) never, V(on-failure) when its
+        status is not 0, V(always)), with a back-off of 1 second doubling up to 30.
+      - Taken at start; a change takes effect at the next start (use O(restart)).
+    type: str
+    choices: ["no", "on-failure", "always"]
+    default: "no"
+  stop_timeout:
+    description:
+      - Seconds between SIGTERM and SIGKILL to the container's pid 1 when it is stopped.
+    type: int
+    default: 10
+  enabled:
+    description:
+      - Where systemd is pid 1, whether the container's unit C(containerfs-<name>.service)
+        starts at boot. Elsewhere ignored with a warning. Unset, the unit's enablement is
+        left as it is.
+    type: bool
+  _script:
+    description:
+      - Internal, set by the action plugin; do not set it. The rendered script to install.
+    type: str
+  _script_version:
+    description:
+      - Internal, set by the action plugin; do not set it. The collection version the
+        installed script must be rendered by.
+    type: str
 attributes:
   check_mode:
     support: full
-    description: Reports the steps that would run and changes nothing.
+    description: Reports the steps that would run, and whether the process would start,
+      stop or restart, and changes nothing.
   diff_mode:
     support: full
-    description: Shows the steps to add (one line per mount, device, file) as a diff.
+    description: Shows the steps to add (one line per mount, device, file) and the
+      process's state before and after as a diff.
   platform:
     support: full
     platforms: posix
     description: Linux with util-linux (unshare, mount, umount); runs as root.
 notes:
   - Needs root on the target, and util-linux's C(unshare) and C(mount).
+  - The script is rendered on the controller by the module's action plugin, only when the
+    installed one is missing or was rendered from another spec or version.
+  - Where systemd is pid 1 (C(/run/systemd/system) exists), O(state=started) writes
+    C(/etc/systemd/system/containerfs-<name>.service) and starts the unit; systemd
+    supervises the process and applies O(restart_policy).
   - Targets are resolved inside the rootfs as runc does; C(/proc) and C(/sys) are never
     mounted through a symlink.
 seealso:
@@ -109,6 +168,17 @@ EXAMPLES = r"""
   fromscratch.containerfs.container:
     bundle: /srv/bundles/web
 
+- name: Run it, restarted when it fails
+  fromscratch.containerfs.container:
+    spec_file: /etc/containerfs/web.yml
+    state: started
+    restart_policy: on-failure
+
+- name: Stop it; the filesystem stays
+  fromscratch.containerfs.container:
+    spec_file: /etc/containerfs/web.yml
+    state: stopped
+
 - name: Remove it, mounts and namespaces included
   fromscratch.containerfs.container:
     name: web
@@ -123,8 +193,8 @@ actions:
   elements: str
   sample: ["mount tmpfs tmpfs on /dev (nosuid,strictatime,mode=755,size=65536k)"]
 container:
-  description: Where the container filesystem lives.
-  returned: when O(state=present)
+  description: Where the container filesystem lives, and its process.
+  returned: unless O(state=absent)
   type: dict
   contains:
     name:
@@ -142,15 +212,46 @@ container:
     enter:
       description: A command that enters the container's namespaces.
       type: str
+    state:
+      description: V(running) when its process lives, else V(stopped).
+      type: str
+    pid:
+      description: The host pid of the container's pid 1 when running, else null.
+      type: int
+    started_at:
+      description: When the process started (epoch seconds), when running.
+      type: int
+    exit_status:
+      description: The exit status of the last run (128+N for signal N), or null.
+      type: int
+    log:
+      description: The file the process's stdout and stderr go to.
+      type: str
+    unit:
+      description: Its systemd unit file, or null where systemd does not supervise it.
+      type: str
   sample:
     name: web
     digest: "sha256:0f3a..."
     root: /run/containerfs/web/rootfs
     namespaces: {mnt: /run/containerfs/web/ns/mnt, uts: /run/containerfs/web/ns/uts}
     enter: nsenter --mount=/run/containerfs/web/ns/mnt --uts=/run/containerfs/web/ns/uts
+    state: running
+    pid: 4242
+    started_at: 1764590000
+    exit_status: null
+    log: /var/lib/containerfs/containers/web/container.log
+    unit: null
+needs_script:
+  description: Internal, for the action plugin; the module needs the rendered script of RV(plan).
+  returned: when the installed script is not current (the action plugin then calls again)
+  type: bool
+plan:
+  description: Internal, for the action plugin; the plan to render.
+  returned: with RV(needs_script)
+  type: dict
 """
 
-import contextlib
 import os
 
 from ansible.module_utils.basic import AnsibleModule
@@ -158,8 +259,9 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _layout
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._errors import ContainerfsError
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._plan import plan as _plan
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import applier as _applier
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import lifecycle as _lifecycle
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import host_steps as _host_steps
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import process as _process
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime.errors import ApplyError
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import files as _spec_file
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import image as _image_spec
@@ -215,21 +317,6 @@ def build_plan(module):
     return plan
 
 
-def apply(module, applier):
-    """Converge or remove under the container's lock: (actions, before, after)."""
-    absent = module.params["state"] == "absent"
-    lock_dir = os.path.dirname(applier.plan["paths"]["lock"])
-    if module.check_mode and not os.path.isdir(lock_dir):
-        lock = contextlib.nullcontext()  # nothing set up, and check mode makes no lock file
-    else:
-        lock = applier.locked(module.params["lock_timeout"])
-    with lock:
-        before = applier.persistent_steps() if applier.exists() else []
-        actions = applier.remove() if absent else applier.converge()
-        after = [] if absent else applier.persistent_steps()
-    return actions, before, after
-
-
 def failure_details(exc):
     """What a failure adds to its message: every spec error, the command that failed."""
     if isinstance(exc, SpecError):
@@ -250,38 +337,46 @@ def main():
             run_dir=dict(type="path"),
             lenient=dict(type="bool", default=False),
             lock_timeout=dict(type="int", default=60),
-            state=dict(type="str", choices=["present", "absent"], default="present"),
+            state=dict(type="str", choices=["present", "started", "stopped", "absent"], default="present"),
+            restart=dict(type="bool", default=False),
+            recreate=dict(type="bool", default=False),
+            restart_policy=dict(type="str", choices=list(_process.RESTART_POLICIES), default="no"),
+            stop_timeout=dict(type="int", default=10),
+            enabled=dict(type="bool"),
+            _script=dict(type="str"),
+            _script_version=dict(type="str"),
         ),
         mutually_exclusive=[("spec", "spec_file", "bundle")],
-        required_if=[("state", "present", ("spec", "spec_file", "bundle"), True)],
+        required_if=[("state", "present", ("spec", "spec_file", "bundle"), True),
+                     ("state", "started", ("spec", "spec_file", "bundle"), True),
+                     ("state", "stopped", ("spec", "spec_file", "bundle"), True)],
         required_one_of=[("name", "spec", "spec_file", "bundle")],
         supports_check_mode=True,
     )
     if os.geteuid() != 0:
         module.fail_json(msg="fromscratch.containerfs.container must run as root (become: true)")
+    if module.params["stop_timeout"] < 0 or module.params["lock_timeout"] < 0:
+        module.fail_json(msg="stop_timeout and lock_timeout must not be negative")
     try:
         check_params(module.params)
         plan = build_plan(module)
     except ContainerfsError as exc:
         module.fail_json(msg=str(exc), **failure_details(exc))
+    if _lifecycle.needs_script(module, plan):
+        module.exit_json(changed=False, needs_script=True, plan=plan)
 
-    applier = _applier.Applier(plan, check_mode=module.check_mode)
+    lifecycle = _lifecycle.Lifecycle(module, plan)
     try:
-        actions, before, after = apply(module, applier)
+        before, after = lifecycle.run()
     except (ContainerfsError, OSError) as exc:
-        module.fail_json(msg="container %s: %s" % (plan["name"], exc), **failure_details(exc))
+        module.fail_json(msg="container %s: %s" % (plan["name"], exc), actions=lifecycle.actions,
+                         **failure_details(exc))
 
-    result = dict(changed=bool(actions), actions=actions)
-    if module.params["state"] == "present":
-        result["container"] = applier.summary()
+    result = dict(changed=bool(lifecycle.actions), actions=lifecycle.actions)
+    if module.params["state"] != "absent":
+        result["container"] = lifecycle.summary()
     if module._diff:
-        unchanged = [line for line in after if line not in actions]
-        result["diff"] = {
-            "before_header": "container %s (live)" % plan["name"],
-            "after_header": "container %s (spec)" % plan["name"],
-            "before": "\n".join(unchanged if after else before) + "\n",
-            "after": "\n".join(after) + "\n" if after else "",
-        }
+        result["diff"] = lifecycle.diff(before, after)
     module.exit_json(**result)
 
 

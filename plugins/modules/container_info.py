@@ -11,17 +11,19 @@ description:
   - With O(name), reports whether that container filesystem exists, where it lives, its
     mount table as seen from inside its mount namespace, its drift from the plan it was
     set up from (the steps the M(fromscratch.containerfs.container) module would run to
-    repair it), and its state.
+    repair it), its state and its process (read from the files its script writes; a
+    container runs when C(<run_dir>/<name>/pid) names a live process with the start time
+    recorded beside it).
   - Without O(name), lists every container on the host, from the one on-host layout; each
     one with a state dir C(<state_dir>/containers/<name>/) holding a recorded plan (made
     by the M(fromscratch.containerfs.container) module), and each one with a run dir
     C(<run_dir>/<name>/) holding the pid file of a live process (a rendered script's
-    C(run)) or pinned namespaces.
+    C(run) or C(start)) or pinned namespaces.
   - Directory names that are not container names (see the spec's C(name)) are skipped, and
     nothing under them is read.
   - Reads the plan recorded in each container's state dir; changes nothing. Each
-    container's lock is taken shared while its namespaces are read, except while a
-    process runs (a script's C(run) holds the lock for the container's lifetime).
+    container's lock is taken shared while its namespaces are read (C(start) holds it
+    only while it sets the container up).
 author:
   - fromscratch.containerfs developers (@fromscratch)
 options:
@@ -93,15 +95,43 @@ exists:
 state:
   description:
     - The container's state. V(running) - its pid file names a live process.
-      V(present) - its pinned namespaces are mounted as its recorded plan says.
+      V(stopped) - set up, not running, and a process of it ran and ended (its exit
+      status is recorded). V(present) - set up (its pinned namespaces are mounted as its
+      recorded plan says), and no process of it ever ended.
       V(needs_rebuild) - its plan is recorded but its namespaces are gone (after a reboot,
       say); the M(fromscratch.containerfs.container) module rebuilds it.
       V(absent) - nothing of it is there.
     - On failure, V(broken) when its recorded plan fails the checks.
   returned: when O(name) is given
   type: str
-  choices: [running, present, needs_rebuild, absent, broken]
+  choices: [running, stopped, present, needs_rebuild, absent, broken]
   sample: present
+process:
+  description: Its process, read from its pid, monitor and exit files.
+  returned: when O(name) is given and its plan is recorded
+  type: dict
+  contains:
+    state:
+      description: V(running) or V(stopped).
+      type: str
+    pid:
+      description: Host pid of its pid 1, when running.
+      type: int
+    started_at:
+      description: When it started (epoch seconds), when running.
+      type: int
+    monitor_pid:
+      description: Host pid of the monitor that restarts it, when one lives.
+      type: int
+    exit_status:
+      description: Exit status of the last run (128+N for signal N), or null.
+      type: int
+    ended_at:
+      description: When the last run ended (epoch seconds), or null.
+      type: int
+    log:
+      description: Its log file.
+      type: str
 containers:
   description: Every container on the host, by name.
   returned: when O(name) is not given
@@ -113,13 +143,16 @@ containers:
       type: str
     state:
       description:
-        - V(running), V(present) or V(needs_rebuild) as in RV(state); V(broken) - a
-          recorded plan that fails the checks, a lock or namespace that cannot be read, or
-          pinned namespaces without a recorded plan.
+        - V(running), V(stopped), V(present) or V(needs_rebuild) as in RV(state);
+          V(broken) - a recorded plan that fails the checks, a lock or namespace that
+          cannot be read, or pinned namespaces without a recorded plan.
       type: str
-      choices: [running, present, needs_rebuild, broken]
+      choices: [running, stopped, present, needs_rebuild, broken]
     pid:
       description: The pid of its process as the host sees it, when running; else null.
+      type: int
+    exit_status:
+      description: The exit status of its last run, or null.
       type: int
     image:
       description: The image source its layers came from, or null (a directory rootfs).
@@ -128,10 +161,10 @@ containers:
       description: Host path of its root, or null when unknown.
       type: str
     mounts:
-      description: How many mounts its root has, seen from inside (present ones; else null).
+      description: How many mounts its root has, seen from inside (set-up ones; else null).
       type: int
     drift:
-      description: The steps missing from the live state, one line each (present ones; else null).
+      description: The steps missing from the live state, one line each (set-up ones; else null).
       type: list
       elements: str
     reason:
@@ -139,9 +172,9 @@ containers:
       type: str
       returned: when state is V(broken)
   sample:
-    - {name: web, state: present, pid: null, image: /srv/images/busybox.oci,
+    - {name: web, state: running, pid: 4242, exit_status: null, image: /srv/images/busybox.oci,
        root: /run/containerfs/web/rootfs, mounts: 14, drift: []}
-    - {name: db, state: needs_rebuild, pid: null, image: null, root: /srv/db/rootfs,
+    - {name: db, state: needs_rebuild, pid: null, exit_status: 0, image: null, root: /srv/db/rootfs,
        mounts: null, drift: null}
 container:
   description: The container, when it exists.
@@ -180,7 +213,6 @@ container:
     drift: []
 """
 
-import contextlib
 import os
 import stat
 
@@ -192,6 +224,7 @@ from ansible_collections.fromscratch.containerfs.plugins.module_utils._layout im
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import applier as _applier
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import hostfs as _hostfs
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import mountinfo
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import process as _process
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime.errors import ApplyError
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime.host_steps import (
     canonical, check_host_dir, check_name, recorded_plan)
@@ -223,7 +256,7 @@ def main():
 
 
 def one(module, name, state_dir, run_dir):
-    """One container by name: exists, container (when set up) and its state."""
+    """One container by name: exists, container (when set up), its state and process."""
     try:
         plan = recorded_plan(state_dir, name)
     except ContainerfsError as exc:
@@ -232,19 +265,29 @@ def one(module, name, state_dir, run_dir):
         if plan is None:
             entry = unrecorded(name, state_dir, run_dir)
             module.exit_json(changed=False, exists=False, state=entry["state"] if entry else "absent")
-        pid = live_pid(plan["paths"]["pid"])
-        if pid is None and not os.path.isdir(os.path.dirname(plan["paths"]["lock"])):
-            module.exit_json(changed=False, exists=False, state="needs_rebuild")
+        process = _process.status(plan["paths"])
+        if process["pid"] is None and not os.path.isdir(os.path.dirname(plan["paths"]["lock"])):
+            module.exit_json(changed=False, exists=False, state="needs_rebuild", process=process)
         applier = _applier.Applier(plan, check_mode=True)
-        with _shared_lock(applier, pid, module.params["lock_timeout"]):
+        with applier.locked(module.params["lock_timeout"], shared=True):
             container = inspect(applier)
     except (ContainerfsError, OSError) as exc:
         module.fail_json(msg="container %s: %s" % (plan["name"] if plan else name, exc),
                          **({"cmd": exc.cmd} if isinstance(exc, ApplyError) else {}))
-    running = "running" if pid is not None else None
-    if container is None:
-        module.exit_json(changed=False, exists=False, state=running or "needs_rebuild")
-    module.exit_json(changed=False, exists=True, container=container, state=running or "present")
+    result = dict(changed=False, exists=container is not None, state=process_state(process, container is not None),
+                  process=process)
+    if container is not None:
+        result["container"] = container
+    module.exit_json(**result)
+
+
+def process_state(process, set_up):
+    """running, else stopped (set up, a run ended), present (set up) or needs_rebuild."""
+    if process["state"] == "running":
+        return "running"
+    if not set_up:
+        return "needs_rebuild"
+    return "stopped" if process["exit_status"] is not None else "present"
 
 
 def inspect(applier):
@@ -256,30 +299,9 @@ def inspect(applier):
     return container
 
 
-def _shared_lock(applier, pid, timeout):
-    """The container's lock, shared; none while a process runs: the script's run holds it
-    for the container's lifetime, so nothing else can change the container meanwhile."""
-    if pid is not None:
-        return contextlib.nullcontext()
-    return applier.locked(timeout, shared=True)
-
-
 def live_pid(path):
-    """The pid a container's pid file names when that process lives, else None."""
-    try:
-        text = _hostfs.read_file(path).strip()
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    if not text.isdigit() or len(text) > 10 or int(text) < 1:
-        return None
-    pid = int(text)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        pass
-    return pid
+    """The pid a container's pid file names when that process lives (the one rule), else None."""
+    return _process.live_pid(path)[0]
 
 
 def _names_in(base, trusted):
@@ -308,9 +330,10 @@ def list_all(state_dir, run_dir, timeout):
     return out
 
 
-def _entry(name, state, pid=None, image=None, root=None, mounts=None, drift=None, reason=None):
-    entry = {"name": name, "state": state, "pid": pid, "image": image, "root": root,
-             "mounts": mounts, "drift": drift}
+def _entry(name, state, pid=None, image=None, root=None, mounts=None, drift=None, reason=None,
+           exit_status=None):
+    entry = {"name": name, "state": state, "pid": pid, "exit_status": exit_status, "image": image,
+             "root": root, "mounts": mounts, "drift": drift}
     if reason is not None:
         entry["reason"] = reason
     return entry
@@ -327,17 +350,16 @@ def describe(name, state_dir, run_dir, timeout):
     image = next((s.get("source") for s in plan["steps"] if s.get("op") == "unpack_layer"), None)
     root = plan["paths"]["root"]
     try:
-        pid = live_pid(plan["paths"]["pid"])
-        if pid is not None:
-            return _entry(name, "running", pid=pid, image=image, root=root)
-        if not os.path.isdir(os.path.dirname(plan["paths"]["lock"])):
-            return _entry(name, "needs_rebuild", image=image, root=root)
+        process = _process.status(plan["paths"])
+        known = dict(image=image, root=root, pid=process["pid"], exit_status=process["exit_status"])
+        if process["pid"] is None and not os.path.isdir(os.path.dirname(plan["paths"]["lock"])):
+            return _entry(name, "needs_rebuild", **known)
         applier = _applier.Applier(plan, check_mode=True)
         with applier.locked(timeout, shared=True):
             if not applier.exists():
-                return _entry(name, "needs_rebuild", image=image, root=root)
-            return _entry(name, "present", image=image, root=root,
-                          mounts=len(applier.live_mounts()), drift=applier.converge())
+                return _entry(name, process_state(process, False), **known)
+            return _entry(name, process_state(process, True), mounts=len(applier.live_mounts()),
+                          drift=applier.converge(), **known)
     except (ContainerfsError, OSError) as exc:
         return _entry(name, "broken", image=image, root=root, reason=str(exc))
 

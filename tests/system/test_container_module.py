@@ -131,6 +131,25 @@ def test_changed_spec_rebuilds(tmp_path, spec):
     run_playbook(tmp_path, [task(spec, state="absent")])
 
 
+def test_a_changed_spec_diff_shows_what_changes_not_the_whole_list(tmp_path, spec):
+    """Diff mode of a rebuild: the mounts, files and process settings that go and come,
+    nothing that stays (the /proc, /dev and /sys mounts are the same)."""
+    os.makedirs(spec["volumes"][0]["source"])
+    run_playbook(tmp_path, [task(spec)])
+    spec["volumes"] = [{"type": "tmpfs", "target": "/scratch"}]
+    spec["hostname"] = "renamed"
+    spec["process"] = {"args": ["sleep", "5"]}
+    result = run_playbook(tmp_path, [task(spec)], diff=True)[0]
+    removed, added = result["diff"]["before"].splitlines(), result["diff"]["after"].splitlines()
+    assert any("/data" in line for line in removed) and not any("/data" in line for line in added)
+    assert any(line.startswith("mount tmpfs") and "/scratch" in line for line in added), added
+    assert any("hostname" in line and "renamed" in line for line in added), added
+    assert 'process args ["sleep", "5"]' in added and 'process args ["sleep", "5"]' not in removed
+    assert not any("/sys " in line or "/proc " in line for line in removed + added), (removed, added)
+    assert result["changed"] is True
+    run_playbook(tmp_path, [task(spec, state="absent")])
+
+
 def test_bad_spec_fails_with_field_path_and_touches_nothing(tmp_path, spec):
     spec["volumes"] = [{"source": "/x", "target": "relative"}]
     result = run_playbook(tmp_path, [task(spec)], expect_failure=True)[0]
@@ -249,7 +268,7 @@ def test_info_lists_a_module_container_and_a_script_run(tmp_path, spec, rootfs):
         while not (os.path.exists(pid_file) and open(pid_file).read().strip()):
             assert time.monotonic() < deadline and run.poll() is None, "the script did not start"
             time.sleep(0.05)
-        pid = int(open(pid_file).read())
+        pid = int(open(pid_file).read().split()[0])
         listed, by_name = run_playbook(tmp_path, [
             {"name": "list", "fromscratch.containerfs.container_info": dirs},
             {"name": "job", "fromscratch.containerfs.container_info": dict(dirs, name="job")}])
@@ -262,7 +281,7 @@ def test_info_lists_a_module_container_and_a_script_run(tmp_path, spec, rootfs):
         assert by_name["state"] == "running" and by_name["exists"] is False
     finally:
         try:
-            os.kill(int(open(pid_file).read()), signal.SIGKILL)
+            os.kill(int(open(pid_file).read().split()[0]), signal.SIGKILL)
         except (OSError, ValueError):
             run.kill()
         run.wait(timeout=15)
@@ -314,4 +333,18 @@ def test_readonly_tmpfs_volume_with_a_bind_below_it(tmp_path, spec):
     assert mounts["/scratch"][0] == "tmpfs" and {"ro", "nosuid", "nodev"} <= mounts["/scratch"][1]
     assert "/scratch/sub" in mounts and "rw" in mounts["/scratch/sub"][1]
     assert run_playbook(tmp_path, [task(spec)])[0]["changed"] is False
+    run_playbook(tmp_path, [task(spec, state="absent")])
+
+
+def test_a_mask_over_a_bind_is_idempotent(tmp_path, spec):
+    """Mounts stack on one point (the /etc/hostname bind, then a mask over it): each step
+    is checked against its own mount in the stack, so a second run finds nothing to do."""
+    spec["add_masked_paths"] = ["/etc/hostname"]
+    os.makedirs(spec["volumes"][0]["source"])
+    first = run_playbook(tmp_path, [task(spec)])[0]
+    assert any(a.startswith("mask /etc/hostname") for a in first["actions"]), first["actions"]
+    second = run_playbook(tmp_path, [task(spec)])[0]
+    assert second["changed"] is False, second["actions"]
+    hostname = os.path.join(spec["run_dir"], spec["name"], "rootfs", "etc", "hostname")
+    assert inside(spec, "wc -c < %s" % hostname).strip() == "0"  # /dev/null over the bind
     run_playbook(tmp_path, [task(spec, state="absent")])
