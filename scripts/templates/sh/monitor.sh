@@ -283,9 +283,11 @@ stop_container() {
     refuse_link "$CFS_STOPPING"
     : > "$CFS_STOPPING"
     [ -z "$_monitor" ] || kill -TERM "$_monitor" 2>/dev/null || true
+    # (time in hundredths of a second: polled every 0.01 s for the first half second, as
+    # most processes end at once, then every 0.1 s)
     _waited=0
     _termed=
-    _limit=$((CFS_STOP_TIMEOUT * 10))
+    _limit=$((CFS_STOP_TIMEOUT * 100))
     while :; do
         live_pid "$CFS_PID_FILE"
         if [ -n "$LIVE" ]; then
@@ -298,10 +300,15 @@ stop_container() {
         else
             live_pid "$CFS_MONITOR"
             [ -n "$LIVE" ] || break
-            [ "$_waited" -lt $((_limit + 300)) ] || die "its monitor (pid $LIVE) does not end"
+            [ "$_waited" -lt $((_limit + 3000)) ] || die "its monitor (pid $LIVE) does not end"
         fi
-        "$T_sleep" 0.1
-        _waited=$((_waited + 1))
+        if [ "$_waited" -lt 50 ]; then
+            "$T_sleep" 0.01
+            _waited=$((_waited + 1))
+        else
+            "$T_sleep" 0.1
+            _waited=$((_waited + 10))
+        fi
     done
     "$T_rm" -f -- "$CFS_STOPPING"
 }
