@@ -172,12 +172,17 @@ def script_is_current(path, digest, version):
 
 def install_script(path, text):
     """Install the script atomically (0700); False when the same text is there already."""
+    return _write_if_changed(path, text, 0o700)
+
+
+def _write_if_changed(path, text, mode):
+    """Write `text` atomically unless `path` holds it already; True when it changed."""
     try:
         if _hostfs.read_file(path) == text:
             return False
     except (FileNotFoundError, NotADirectoryError):
         pass
-    _hostfs.write_file(path, text, 0o700)
+    _hostfs.write_file(path, text, mode)
     return True
 
 
@@ -297,10 +302,4 @@ def systemctl(*args):
 
 def write_unit(path, text):
     """Write the unit file when its text differs; True when it changed."""
-    try:
-        if _hostfs.read_file(path) == text:
-            return False
-    except (FileNotFoundError, NotADirectoryError):
-        pass
-    _hostfs.write_file(path, text, 0o644)
-    return True
+    return _write_if_changed(path, text, 0o644)
