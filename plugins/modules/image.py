@@ -29,11 +29,16 @@ options:
     description:
       - Name of the image in the store, for example V(debian:12) or V(web).
       - Letters, digits and the characters C(._:@+/-), at most 255 characters.
+      - A container uses the stored image by this name with C(rootfs.image.name) in its spec;
+        the source is not read again (and may be deleted).
+      - Required unless O(prune=true) is given alone.
     type: str
-    required: true
   source:
     description:
-      - Path on the target of the image to import.
+      - Path on the target of the image to import, or
+        C(docker://HOST[:PORT]/REPO[:TAG|@DIGEST]), pulled from that OCI registry (Docker
+        Hub short names expand to C(docker.io/library/)); the tag resolves to a digest,
+        which is recorded, and every blob is verified by digest and size while it streams.
       - An OCI image layout (a directory with C(oci-layout) and C(index.json), or a tar of
         one), a C(docker save) archive (a C(.tar) file or its unpacked directory, legacy
         or OCI form), a root filesystem tarball as C(docker export) writes it (plain,
@@ -69,8 +74,10 @@ options:
   state:
     description:
       - V(present) imports the image (layers already in the store are not read again).
-      - V(absent) removes the image record and, unless O(keep_layers=true), every layer
-        that no other image or container uses.
+      - V(absent) removes the image record and, unless O(keep_layers=true), those of its
+        layers that no other image or container uses. An image already gone is no change.
+      - V(absent) refuses to remove an image a container still uses (the task fails naming
+        the containers) unless O(force=true).
     type: str
     default: present
     choices: [present, absent]
@@ -94,6 +101,45 @@ options:
       - With O(state=absent), keep the layers even when nothing uses them any more.
     type: bool
     default: false
+  force:
+    description:
+      - With O(state=absent), remove the image even when containers still use it. Their
+        references keep its layers; once the containers are removed, O(prune=true) removes
+        the layers.
+    type: bool
+    default: false
+  prune:
+    description:
+      - Also remove every layer of the store that no image record and no container uses
+        (for example the layers of an image removed while a container used it, or of a
+        container's own source), after the import or removal asked for; listed in
+        RV(pruned_layers).
+      - Alone (no O(name)), with just O(store), only prunes.
+      - Also forgets the hashes the store keeps of image sources that changed or went.
+    type: bool
+    default: false
+  username:
+    description:
+      - User name for the registry of a C(docker://) O(source) (with O(password)).
+    type: str
+  password:
+    description:
+      - Password or token for O(username).
+    type: str
+  auth_file:
+    description:
+      - A containers-auth.json or docker config.json whose C(auths) give the registry
+        credentials (the most specific key wins).
+    type: path
+  ca_cert:
+    description:
+      - PEM CA certificate(s) to verify the registry's TLS certificate (default the system CAs).
+    type: path
+  validate_certs:
+    description:
+      - V(false) accepts any certificate and plain HTTP (local or self-signed registries).
+    type: bool
+    default: true
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
@@ -152,6 +198,24 @@ EXAMPLES = r"""
   fromscratch.containerfs.image:
     name: busybox
     state: absent
+
+- name: Use the stored image by name in a container (the source is not read again)
+  fromscratch.containerfs.container:
+    name: web
+    spec:
+      rootfs:
+        image:
+          name: busybox
+
+- name: Remove an image still used by a container, then every orphaned layer later
+  fromscratch.containerfs.image:
+    name: busybox
+    state: absent
+    force: true
+
+- name: Remove the layers nothing uses
+  fromscratch.containerfs.image:
+    prune: true
 """
 
 RETURN = r"""
@@ -212,6 +276,16 @@ layers_removed:
   returned: when O(state=absent)
   type: list
   elements: str
+users:
+  description: Containers that use the image removed with O(force=true).
+  returned: when O(state=absent)
+  type: list
+  elements: str
+pruned_layers:
+  description: diff_ids of the layers O(prune=true) removed (or would remove).
+  returned: when O(prune=true)
+  type: list
+  elements: str
 """
 
 import json
@@ -225,6 +299,7 @@ from ansible_collections.fromscratch.containerfs.plugins.module_utils import _la
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.errors import (
     ImageError, ImageInputError,
 )
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import registry as _registry
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.store import (
     IMAGE_ARGUMENT_SPEC, ImageStore,
 )
@@ -240,26 +315,50 @@ def _diff(store, name, before, after):
 
 def run_module(module):
     p = module.params
+    if p["name"] is None and not p["prune"]:
+        raise ImageInputError("name is required (unless prune: true is given alone)")
     store = ImageStore(p["store"])
-    if p["state"] == "present":
-        r = store.pull(p["name"], p["source"], format=p["format"], tag=p["tag"],
-                       digest=p["digest"], platform=p["platform"], check_mode=module.check_mode)
-        result = {"changed": r["changed"], "image": r["image"], "layers_added": r["layers_added"]}
-        if not module.check_mode:
-            result["lowerdirs"] = store.lowerdirs(p["name"])
-        if p["flatten"]:
-            result["changed"] |= _flatten(store, p["name"], p["flatten"], r["image"],
-                                          module.check_mode)
-        after = r["image"]
-    else:
-        r = store.remove(p["name"], keep_layers=p["keep_layers"], check_mode=module.check_mode)
-        result = {"changed": r["changed"], "image": {}, "layers_removed": r["layers_removed"]}
-        after = None
+    result = {"changed": False}
+    if p["name"] is not None:
+        result = _present(module, store) if p["state"] == "present" else _absent(module, store)
+    if p["prune"]:
+        pruned = store.prune(check_mode=module.check_mode)
+        result["pruned_layers"] = pruned["layers"]
+        result["changed"] |= bool(pruned["layers"] or pruned["blob_caches"])
+    return result
+
+
+def _present(module, store):
+    p = module.params
+    if not p["source"]:
+        raise ImageInputError("state=present needs source (the image to import as %r)" % p["name"])
+    r = store.pull(p["name"], p["source"], format=p["format"], tag=p["tag"],
+                   digest=p["digest"], platform=p["platform"], check_mode=module.check_mode,
+                   registry=_registry.options_from_params(p))
+    result = {"changed": r["changed"], "image": r["image"], "layers_added": r["layers_added"]}
+    if not module.check_mode:
+        result["lowerdirs"] = store.lowerdirs(p["name"])
+    if p["flatten"]:
+        result["changed"] |= _flatten(store, p["name"], p["flatten"], r["image"], module.check_mode)
+    _report(module, store, r, r["image"], result)
+    return result
+
+
+def _absent(module, store):
+    p = module.params
+    r = store.remove(p["name"], keep_layers=p["keep_layers"], force=p["force"],
+                     check_mode=module.check_mode)
+    result = {"changed": r["changed"], "image": {}, "layers_removed": r["layers_removed"],
+              "users": r["users"]}
+    _report(module, store, r, None, result)
+    return result
+
+
+def _report(module, store, r, after, result):
     for warning in r.get("warnings") or []:
         module.warn(warning)
     if module._diff:
-        result["diff"] = _diff(store, p["name"], r["before"], after)
-    return result
+        result["diff"] = _diff(store, module.params["name"], r["before"], after)
 
 
 def _flatten(store, name, dest, image, check_mode):
@@ -314,7 +413,9 @@ def _occupied(path):
 
 
 def main():
-    module = AnsibleModule(supports_check_mode=True, **IMAGE_ARGUMENT_SPEC)
+    spec = dict(IMAGE_ARGUMENT_SPEC, required_together=[("username", "password")])
+    spec["argument_spec"] = dict(IMAGE_ARGUMENT_SPEC["argument_spec"], **_registry.REGISTRY_ARGUMENT_SPEC)
+    module = AnsibleModule(supports_check_mode=True, **spec)
     try:
         module.exit_json(**run_module(module))
     except ImageError as exc:

@@ -5,8 +5,9 @@ image store shared with the rendered script and the image module.
   unchanged; absent removes the container, never the store's layers;
 - after the script unpacked an image into a store, the module finds its layers there
   (no unpack, same inodes) and only adds its own container files;
-- `fromscratch.containerfs.image` state=absent removes the layers nothing references,
-  and keeps the ones a live container uses.
+- `fromscratch.containerfs.image` state=absent refuses an image a container uses (force
+  removes the record, the container's reference keeps the layers); prune removes the
+  layers nothing references.
 """
 import os
 import subprocess
@@ -54,11 +55,15 @@ def task(spec, state="present"):
             "fromscratch.containerfs.container": {"spec": spec, "state": state}}
 
 
-def image_task(store, name="app", state="present", source=None):
-    args = {"name": name, "store": store, "state": state}
+def image_task(store, name="app", state="present", source=None, **extra):
+    args = dict(extra, name=name, store=store, state=state)
     if source:
         args["source"] = source
     return {"name": "image %s %s" % (name, state), "fromscratch.containerfs.image": args}
+
+
+def prune_task(store):
+    return {"name": "prune", "fromscratch.containerfs.image": {"store": store, "prune": True}}
 
 
 def inside(spec, command):
@@ -129,9 +134,11 @@ def test_module_after_script_on_one_store_then_absent_and_image_gc(tmp_path, mak
     assert run_playbook(tmp_path, [task(spec, "absent")])[0]["changed"] is False
 
     # the script's container still lists the layers (a reference in the store's refs/,
-    # its state dir being another), so image absent keeps them...
-    kept = run_playbook(tmp_path, [image_task(store, state="absent")])[0]
-    assert kept["layers_removed"] == [], kept
+    # its state dir being another): image absent refuses, forced it keeps them...
+    refused = run_playbook(tmp_path, [image_task(store, state="absent")], expect_failure=True)[0]
+    assert "used by container(s) scripted" in refused["msg"], refused
+    kept = run_playbook(tmp_path, [image_task(store, state="absent", force=True)])[0]
+    assert kept["layers_removed"] == [] and kept["users"] == ["scripted"], kept
     assert inodes(lowers) == before
     refs = [os.path.join(store, "refs", n) for n in os.listdir(os.path.join(store, "refs"))]
     assert len(refs) == 1 and "container-" in refs[0], refs
@@ -160,15 +167,16 @@ def test_image_absent_keeps_the_layers_of_a_live_container(tmp_path):
     lowers = layer_paths(store, ls)
     assert root_lowerdirs(spec) == lowers
     run_playbook(tmp_path, [image_task(store, source=layout)])
-    removed = run_playbook(tmp_path, [image_task(store, state="absent")])[0]
-    assert removed["layers_removed"] == [], removed
+    removed = run_playbook(tmp_path, [image_task(store, state="absent", force=True)])[0]
+    assert removed["layers_removed"] == [] and removed["users"] == ["box"], removed
     assert all(os.path.isdir(p) for p in lowers)
     assert run_playbook(tmp_path, [task(spec)])[0]["changed"] is False
 
     run_playbook(tmp_path, [task(spec, "absent")])
     assert all(os.path.isdir(p) for p in lowers), "container absent removed store layers"
-    removed = run_playbook(tmp_path, [image_task(store, state="absent")])[0]
-    assert sorted(removed["layers_removed"]) == sorted(fx.sha(t) for t in ls)
+    pruned = run_playbook(tmp_path, [prune_task(store)])[0]
+    assert sorted(pruned["pruned_layers"]) == sorted(fx.sha(t) for t in ls)
+    assert not [p for p in lowers if os.path.exists(p) or os.path.exists(p + ".json")]
 
 
 def test_image_absent_keeps_the_layers_of_a_live_container_with_its_own_store(tmp_path):

@@ -20,6 +20,7 @@ Private to the collection; may change without notice.
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -39,7 +40,7 @@ from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.err
     ImageNotFoundError, LayerVerifyError,
 )
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.source import (
-    FORMATS, layer_name, layer_opener, resolve,
+    FORMATS, layer_name, layer_opener, resolve, source_path,
 )
 
 DEFAULT_ROOT = _layout.DEFAULT_STATE_DIR  # the store is the state dir unless told otherwise
@@ -48,7 +49,7 @@ RECORD_SCHEMA = 1
 # format list): options and their rules in one place.
 IMAGE_ARGUMENT_SPEC = {
     "argument_spec": {
-        "name": {"type": "str", "required": True},
+        "name": {"type": "str"},
         "source": {"type": "path"},
         "format": {"type": "str", "default": "auto", "choices": list(FORMATS)},
         "tag": {"type": "str"},
@@ -57,12 +58,20 @@ IMAGE_ARGUMENT_SPEC = {
         "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
         "store": {"type": "path", "default": DEFAULT_ROOT},
         "keep_layers": {"type": "bool", "default": False},
+        "force": {"type": "bool", "default": False},
+        "prune": {"type": "bool", "default": False},
         "flatten": {"type": "path"},
     },
-    "required_if": [("state", "present", ("source",))],
+    # name and source are checked by the module: `prune` alone needs neither
+    "required_by": {"source": ("name",), "flatten": ("name",)},
     "mutually_exclusive": [("tag", "digest")],
 }
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+/-]{0,254}")  # fullmatch: `$` takes "x\n"
+CONTAINER_REF_RE = re.compile(r"container-(.+)-[0-9a-f]{12}\.json")   # _layout.container_ref
+
+
+class ImageInUseError(ImageInputError):
+    """An image a container still uses was asked to go (without force)."""
 
 
 # --------------------------------------------------------------------------- helpers
@@ -87,6 +96,18 @@ def _load_json(path):
 
 def _hex(diff_id):
     return _blob.split_digest(diff_id)[1]
+
+
+def blob_stat(source, blob):
+    """What says a blob's bytes are unchanged since they were hashed: size, mtime, ctime,
+    inode and device of the file holding them (the tarball, the archive, or the blob's own
+    file in a directory). None when it cannot be read."""
+    try:
+        path = os.path.join(source, blob) if blob and os.path.isdir(source) else source
+        st = os.stat(path)
+    except (OSError, TypeError, ValueError):
+        return None
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
 
 
 # --------------------------------------------------------------------------- the store
@@ -225,6 +246,96 @@ class ImageStore:
             pass
         return files
 
+    def container_references(self):
+        """[(container, reference data)] of every container whose reference lies in this
+        store (STORE/containers/<name>/image.json, STORE/refs/container-<name>-<key>.json);
+        a reference that cannot be parsed raises (nobody can tell what it keeps)."""
+        out = []
+        for path in self._reference_files():
+            parent, base = os.path.split(path)
+            if parent == self.refs_dir:
+                match = CONTAINER_REF_RE.fullmatch(base)
+                if not match:
+                    continue           # a pin of the user's, no container
+                container = match.group(1)
+            else:
+                container = os.path.basename(parent)
+            data = self._reference(path)
+            if data is not None:
+                out.append((container, data))
+        return out
+
+    def users(self, name, record=None, references=None):
+        """Containers using image `name`: their reference names it or lists its layers
+        (references: container_references(), when already read)."""
+        record = self.image(name) if record is None else record
+        layers = (record or {}).get("layers") or []
+        references = self.container_references() if references is None else references
+        return sorted(set(container for container, data in references
+                          if data.get("image") == name or (layers and data.get("layers") == layers)))
+
+    def blob_cache_path(self, source):
+        """Where the hashes of an image source's blobs are kept (one file per source path)."""
+        key = hashlib.sha256(os.path.abspath(source).encode("utf-8")).hexdigest()[:32]
+        return os.path.join(self.root, "sources", key + ".json")
+
+    def known_blob(self, source, blob):
+        """What an earlier unpack measured of a blob ({digest, size, diff_id, compression}),
+        when the file holding it is unchanged since (blob_stat); else None. Read-only."""
+        try:
+            data = _load_json(self.blob_cache_path(source))
+        except (ImageError, OSError):
+            return None
+        if not isinstance(data, dict) or data.get("path") != os.path.abspath(source):
+            return None
+        known = (data.get("blobs") or {}).get(blob or "")
+        if not isinstance(known, dict) or known.get("stat") is None or known["stat"] != blob_stat(source, blob):
+            return None
+        return dict((k, known.get(k)) for k in ("digest", "size", "diff_id", "compression"))
+
+    def _remember_blob(self, source, blob, stat_before, got):
+        """Keep what the unpack of a blob measured (under the lock), when its file did not
+        change while it was read: a spec naming this source reads it without hashing. Only
+        a shortcut: a cache that cannot be read is replaced, one that cannot be written is
+        done without."""
+        if stat_before is None or blob_stat(source, blob) != stat_before:
+            return
+        path = self.blob_cache_path(source)
+        try:
+            data = _load_json(path)
+        except (ImageError, OSError):
+            data = None
+        if not (isinstance(data, dict) and isinstance(data.get("blobs"), dict)
+                and data.get("path") == os.path.abspath(source)):
+            data = {"path": os.path.abspath(source), "blobs": {}}
+        data["blobs"][blob or ""] = {"stat": stat_before, "digest": got["digest"], "size": got["size"],
+                                     "diff_id": got["diff_id"], "compression": got["compression"] or ""}
+        try:
+            _hostfs.make_dirs(os.path.dirname(path), 0o755, trusted=self.root)
+            _write_json(path, data)
+        except OSError:
+            pass
+
+    def _stale_blob_caches(self):
+        """Blob caches whose every blob changed or went: nothing reads them any more."""
+        folder = os.path.join(self.root, "sources")
+        try:
+            names = sorted(n for n in os.listdir(folder) if re.fullmatch(r"[0-9a-f]{32}\.json", n))
+        except FileNotFoundError:
+            return []
+        stale = []
+        for n in names:
+            try:
+                data = _load_json(os.path.join(folder, n))
+            except ImageError:
+                data = None
+            blobs = data.get("blobs") if isinstance(data, dict) else None
+            if not isinstance(blobs, dict) or not any(
+                    isinstance(b, dict) and b.get("stat") == blob_stat(data.get("path"), rel)
+                    for rel, b in blobs.items()):
+                stale.append(os.path.join(folder, n))
+        return stale
+
     def unused_layers(self, exclude=None):
         """Layers present in the store that nothing references (`exclude`: as if that
         image record were gone)."""
@@ -296,7 +407,7 @@ class ImageStore:
                 and all(self.has_layer(d) for d in before.get("layers") or []))
 
     def pull(self, name, source, format="auto", tag=None, digest=None, platform=None,
-             check_mode=False, progress=None):
+             check_mode=False, progress=None, registry=None):
         """Make image `name` in the store the image at `source`.
 
         Layers already present (dir + metadata) are neither read nor hashed again. Returns
@@ -304,8 +415,9 @@ class ImageStore:
         nothing is written; a tarball is hashed (read-only) to know its diff_id.
         """
         self.check_name(name)
-        source = os.path.abspath(source) if source else source
-        image = resolve(source, format=format, tag=tag, digest=digest, platform=platform)
+        source = source_path(source)
+        image = resolve(source, format=format, tag=tag, digest=digest, platform=platform,
+                        registry=registry)
         before = self.image(name)
         if image["format"] == "tarball" and self._tarball_unchanged(before, source):
             image["layers"][0]["diff_id"] = before["layers"][0]
@@ -319,7 +431,7 @@ class ImageStore:
             todo = [(i, layer) for i, layer in enumerate(image["layers"])
                     if not (layer["diff_id"] and self.has_layer(layer["diff_id"]))]
             step = _blob.progress_adapter(progress, sum(layer["size"] or 0 for _i, layer in todo))
-            with layer_opener(image) as opener:
+            with layer_opener(image, layers=[layer for _i, layer in todo]) as opener:
                 for i, layer in todo:
                     got = self._unpack_layer(image, layer, i, opener, step)
                     warnings.extend(got.get("warnings") or [])
@@ -365,6 +477,7 @@ class ImageStore:
 
     def _unpack_layer(self, image, layer, index, opener, step):
         tmp = tempfile.mkdtemp(prefix=_layout.TEMP_PREFIX, dir=self.layers_dir)
+        stat_before = blob_stat(image["source"], layer["path"])
         try:
             os.chmod(tmp, 0o755)
             f = opener(layer)
@@ -378,6 +491,7 @@ class ImageStore:
             layer["diff_id"] = got["diff_id"]
             if self.has_layer(got["diff_id"]):   # a tarball already stored under its id
                 shutil.rmtree(tmp)
+                self._remember_blob(image["source"], layer["path"], stat_before, got)
                 return got
             final = self.layer_path(got["diff_id"])
             _hostfs.remove_tree(final)         # a dir without metadata: incomplete
@@ -388,36 +502,61 @@ class ImageStore:
         _hostfs.write_file(self.layer_meta_path(got["diff_id"]), _layout.layer_metadata_text(
             _layout.layer_metadata(got["diff_id"], layer["digest"] or got["digest"], got["size"],
                                    layer["media_type"], got["compression"], got["warnings"])))
+        self._remember_blob(image["source"], layer["path"], stat_before, got)
         got["added"] = True
         return got
 
-    def remove(self, name, keep_layers=False, check_mode=False):
-        """Remove image `name`; unless keep_layers, also the layers nobody uses any more.
-        Returns {changed, before, layers_removed}."""
+    def remove(self, name, keep_layers=False, force=False, check_mode=False):
+        """Remove image `name` and, unless keep_layers, those of its layers nothing else
+        uses (other orphans are prune's). A container still using it stops the removal
+        unless `force` (its reference keeps the layers). An image that is not there: no
+        change. Returns {changed, before, layers_removed, users}."""
         self.check_name(name)
-        before = self.image(name)
-        if not os.path.isdir(self.root):
-            return {"changed": False, "before": None, "layers_removed": []}
+        before = self.image(name) if os.path.isdir(self.root) else None
+        if before is None:
+            return {"changed": False, "before": None, "layers_removed": [], "users": []}
         if check_mode:
-            removed = [] if keep_layers else self.unused_layers(exclude=name)
-            return {"changed": before is not None or bool(removed), "before": before,
-                    "layers_removed": removed}
+            users = self._allowed_users(name, before, force)
+            removed = [] if keep_layers else self._own_unused(name, before)
+            return {"changed": True, "before": before, "layers_removed": removed, "users": users}
         with self._locked():
-            doomed = [] if keep_layers else self.unused_layers(exclude=name)
-            if before is not None:
-                os.unlink(self.record_path(name))
+            before = self.image(name)
+            if before is None:
+                return {"changed": False, "before": None, "layers_removed": [], "users": []}
+            users = self._allowed_users(name, before, force)
+            doomed = [] if keep_layers else self._own_unused(name, before)
+            os.unlink(self.record_path(name))
             removed = self._gc(doomed) if doomed else []
-        return {"changed": before is not None or bool(removed), "before": before,
-                "layers_removed": removed}
+        return {"changed": True, "before": before, "layers_removed": removed, "users": users}
+
+    def _allowed_users(self, name, record, force):
+        users = self.users(name, record)
+        if users and not force:
+            raise ImageInUseError(
+                "image %r is used by container(s) %s; remove them first, or give force: true "
+                "(their layers stay until they go, then prune removes them)" % (name, ", ".join(users)))
+        return users
+
+    def _own_unused(self, name, record):
+        own = set(record.get("layers") or [])
+        return [d for d in self.unused_layers(exclude=name) if d in own]
 
     def gc(self, check_mode=False):
         """Remove every layer that no image, container or ref uses. Returns diff_ids."""
+        return self.prune(check_mode)["layers"]
+
+    def prune(self, check_mode=False):
+        """Remove every layer that no image, container or ref uses, and the hashes kept of
+        image sources that changed or went. Returns {layers, blob_caches}."""
         if not os.path.isdir(self.root):
-            return []
+            return {"layers": [], "blob_caches": []}
         if check_mode:
-            return self.unused_layers()
+            return {"layers": self.unused_layers(), "blob_caches": self._stale_blob_caches()}
         with self._locked():
-            return self._gc()
+            caches = self._stale_blob_caches()
+            for path in caches:
+                os.unlink(path)
+            return {"layers": self._gc(), "blob_caches": caches}
 
     def _gc(self, doomed=None):
         removed = []

@@ -3,8 +3,11 @@
 """Images as a rootfs source: resolve ``rootfs.image`` before the spec is validated.
 
 `with_image(raw, base_dir)` reads the image's metadata (never its layers' contents, but
-for blobs whose digest or diff_id the source does not record, which are hashed once) and
-returns (raw spec, resolved) where:
+for blobs whose digest or diff_id the source does not record, which are hashed once: the
+image store keeps those hashes, with the size, mtime, ctime and inode of the file they
+came from, and an unchanged file is not read again) and returns (raw spec, resolved).
+With ``rootfs.image.name`` the image is the store's record of that name and its verified
+layers: no source is read (nor needed). In both cases:
 
 - `resolved` holds the ordered layers (digest, size, diff_id, compression, where the blob
   is) and the manifest and config digests. It is internal: `load` hands it to
@@ -27,12 +30,16 @@ import re
 
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import blob as _blob
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _layout
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import registry as _registry
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import source as _image_source
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import store as _image_store
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.errors import ImageError
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._layout import DEFAULT_STATE_DIR
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.defaults import DEFAULT_ENV
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.errors import SpecError
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.rootfs import IMAGE_FIELDS
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.rootfs import (
+    IMAGE_FIELDS, IMAGE_FORMATS, IMAGE_NAME_RE, LAYER_FIELDS, SOURCE_ONLY_FIELDS,
+)
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.text import NAME_RE, USER_RE, bad_char, check_structure
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.validate import load_spec
 
@@ -44,34 +51,96 @@ def with_image(raw, base_dir=None):
     image = _image_of(raw)
     if image is None:
         return raw, None
-    source = os.path.normpath(os.path.join(base_dir or os.getcwd(), image["source"]))
-    try:
-        meta = _image_source.resolve(source, format=image.get("format") or "auto",
-                                     tag=image.get("tag"), digest=image.get("digest"),
-                                     platform=image.get("platform"))
-        layers = _complete_layers(meta)
-    except ImageError as exc:
-        raise SpecError([("rootfs.image.source", str(exc))])
+    store = _image_store.ImageStore(_store_of(raw, image))
+    if image.get("name") is not None:
+        meta, layers = _stored_image(store, image["name"])
+        out_image = dict(image)
+    else:
+        if _registry.is_reference(image["source"]):
+            # the plan unpacks layers from a source on the host: a registry is pulled first
+            raise SpecError([("rootfs.image.source", "%s is a registry reference: pull it into the store first "
+                              "(fromscratch.containerfs.image: {name: NAME, source: %s}, or scripts/containerfs "
+                              "pull) and name it here with rootfs.image.name" % (image["source"], image["source"]))])
+        source = os.path.normpath(os.path.join(base_dir or os.getcwd(), image["source"]))
+        try:
+            meta = _image_source.resolve(source, format=image.get("format") or "auto",
+                                         tag=image.get("tag"), digest=image.get("digest"),
+                                         platform=image.get("platform"))
+            layers = _complete_layers(meta, store)
+        except ImageError as exc:
+            raise SpecError([("rootfs.image.source", str(exc))])
+        out_image = dict(image, source=source)
     out = copy.deepcopy(raw)
-    out["rootfs"]["image"] = dict(image, source=source)
+    out["rootfs"]["image"] = out_image
     _apply_config_defaults(out, _config_of(meta))
-    return out, {"format": meta["format"], "manifest_digest": meta.get("manifest_digest"),
-                 "config_digest": meta.get("config_digest"), "rootfs": meta.get("rootfs"),
-                 "layers": layers}
+    resolved = {"format": meta["format"], "manifest_digest": meta.get("manifest_digest"),
+                "config_digest": meta.get("config_digest"), "rootfs": meta.get("rootfs"),
+                "layers": layers}
+    if image.get("name") is not None:
+        resolved["source"] = meta["source"]
+    return out, resolved
+
+
+def _store_of(raw, image):
+    """The store the spec names (as the validator will take it: an absolute path), else
+    the state dir's."""
+    for value in (image.get("store"), raw.get("state_dir")):
+        if isinstance(value, str) and value.startswith("/"):
+            return value
+    return DEFAULT_STATE_DIR
+
+
+def _stored_image(store, name):
+    """(metadata like resolve's, layers) of the image `name` of the store: its record and
+    the metadata of its verified layers; no source is read."""
+    try:
+        record = store.image(name)
+    except (ImageError, OSError) as exc:
+        raise SpecError([("rootfs.image.name", "image %r: %s" % (name, exc))])
+    hint = ("import it first, e.g. fromscratch.containerfs.image: {name: %s, source: PATH, store: %s}"
+            % (name, store.root))
+    if not isinstance(record, dict):
+        raise SpecError([("rootfs.image.name", "no image %r in the store %s; %s" % (name, store.root, hint))])
+    missing = [d for d in record.get("layers") or [] if not store.has_layer(d)]
+    if missing:
+        raise SpecError([("rootfs.image.name", "image %r: layer(s) missing from the store %s: %s; %s"
+                          % (name, store.root, ", ".join(missing), hint.replace("first", "again")))])
+    fmt = record.get("format") if record.get("format") in IMAGE_FORMATS[1:] else "oci"
+    source = (record.get("source") or {}).get("path") if fmt == record.get("format") else None
+    layers = [_stored_layer(store, diff_id, fmt) for diff_id in record.get("layers") or []]
+    meta = {"format": fmt, "source": source if isinstance(source, str) else None,
+            "manifest_digest": record.get("manifest_digest"), "config_digest": record.get("config_digest"),
+            "rootfs": record.get("rootfs"), "config": record.get("config")}
+    return meta, layers
+
+
+def _stored_layer(store, diff_id, fmt):
+    meta = store.layer(diff_id) or {}
+    digest = meta.get("digest")
+    # where its blob lies in the source it came from (an OCI layout names blobs by digest)
+    path = "blobs/%s/%s" % tuple(digest.split(":", 1)) if fmt == "oci" and isinstance(digest, str) else None
+    return {"digest": digest, "size": meta.get("size"), "diff_id": diff_id,
+            "compression": meta.get("compression") or "", "path": path,
+            "media_type": meta.get("media_type")}
 
 
 def _image_of(raw):
     """raw's rootfs.image when it is worth reading: a mapping of known fields whose texts
-    are clean (else the validator reports it, without the image being opened)."""
+    are clean, naming a source or a stored image (else the validator reports it, without
+    the image being opened)."""
     check_structure(raw)
     rootfs = raw.get("rootfs") if isinstance(raw, dict) else None
     image = rootfs.get("image") if isinstance(rootfs, dict) else None
     if not isinstance(image, dict) or set(image) - set(IMAGE_FIELDS):
         return None
-    if not isinstance(image.get("source"), str) or not image["source"]:
-        return None
     if not all(value is None or isinstance(value, str) and bad_char(value) is None
                for value in image.values()):
+        return None
+    if image.get("name") is not None:
+        clean = IMAGE_NAME_RE.fullmatch(image["name"]) and ".." not in image["name"].split("/")
+        alone = all(image.get(key) is None for key in ("source",) + SOURCE_ONLY_FIELDS)
+        return image if clean and alone else None
+    if not isinstance(image.get("source"), str) or not image["source"]:
         return None
     return image
 
@@ -95,9 +164,10 @@ def _config_of(meta):
     return out
 
 
-def _complete_layers(meta):
-    """Every layer with digest, size, diff_id and compression known (hashing a blob the
-    source does not describe), bottom first."""
+def _complete_layers(meta, store):
+    """Every layer with digest, size, diff_id and compression known, bottom first: a blob
+    the source does not describe is hashed, unless the store hashed it when it unpacked it
+    and its file is unchanged since (size, mtime, ctime, inode: store.known_blob)."""
     if meta.get("rootfs"):
         return []
     layers = []
@@ -106,6 +176,11 @@ def _complete_layers(meta):
             layer = dict(layer)
             if not (layer.get("digest") and layer.get("diff_id") and layer.get("size") is not None
                     and layer.get("compression") is not None):
+                known = store.known_blob(meta["source"], layer.get("path"))
+                if known is not None and all(layer.get(key) in (None, known[key]) for key in ("digest", "diff_id")):
+                    layer.update(known)
+                    layers.append({key: layer.get(key) for key in LAYER_FIELDS})
+                    continue
                 with open_blob(layer) as f:
                     with _blob.BlobStream(f, name="layer %d" % index) as stream:
                         for _chunk in stream:
@@ -113,8 +188,7 @@ def _complete_layers(meta):
                         layer.update(digest=layer.get("digest") or stream.digest, size=stream.size,
                                      diff_id=layer.get("diff_id") or stream.diff_id,
                                      compression=stream.compression or "")
-            layers.append({key: layer.get(key) for key in
-                           ("digest", "size", "diff_id", "compression", "path", "media_type")})
+            layers.append({key: layer.get(key) for key in LAYER_FIELDS})
     return layers
 
 

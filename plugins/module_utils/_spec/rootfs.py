@@ -7,31 +7,39 @@ Private to the collection; may change without notice.
 
 import copy
 import os
+import re
 
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._layout import DEFAULT_STATE_DIR
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.defaults import ROOT_PROPAGATIONS
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.text import bad_char, is_digest, is_relative_path
 
 ROOTFS_FIELDS = ("path", "image", "overlay", "readonly", "propagation")
-IMAGE_FIELDS = ("source", "format", "tag", "digest", "platform", "store")
+IMAGE_FIELDS = ("name", "source", "format", "tag", "digest", "platform", "store")
+# What picks an image inside a source: the name form takes the stored image as imported.
+SOURCE_ONLY_FIELDS = ("format", "tag", "digest", "platform")
 IMAGE_FORMATS = ("auto", "oci", "docker-archive", "tarball", "dir")
-RESOLVED_FIELDS = ("format", "manifest_digest", "config_digest", "rootfs", "layers")
+RESOLVED_FIELDS = ("format", "manifest_digest", "config_digest", "rootfs", "layers", "source")
 LAYER_FIELDS = ("digest", "size", "diff_id", "compression", "path", "media_type")
+# The image store's names (_image.store.NAME_RE; the spec does not import the store)
+IMAGE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+/-]{0,254}")
 LAYER_COMPRESSIONS = (None, "", "gzip", "zstd", "xz", "bzip2")   # what _blob reads
 
 
 def _check_image(c, image, state_dir, resolved):
-    """rootfs.image: where the image comes from. What the image holds (`resolved`) comes
-    from _image_spec through load_spec's own argument, never from the spec."""
+    """rootfs.image: where the image comes from (a source, or the name of an image in the
+    store). What the image holds (`resolved`) comes from _image_spec through load_spec's
+    own argument, never from the spec."""
     image = c.fields("rootfs.image", image, IMAGE_FIELDS)
-    out = {"source": None, "format": "auto", "tag": None, "digest": None, "platform": None,
+    out = {"name": None, "source": None, "format": "auto", "tag": None, "digest": None, "platform": None,
            "store": state_dir, "resolved": None}
-    if not isinstance(image.get("source"), str) or not image.get("source"):
-        c.error("rootfs.image.source", "is required: the path of an OCI layout, a docker save "
-                "archive, a rootfs tarball or a directory")
+    if image.get("name") is not None:
+        out["name"] = _check_image_name(c, image)
+    elif not isinstance(image.get("source"), str) or not image.get("source"):
+        c.error("rootfs.image.source", "is required (or rootfs.image.name): the path of an OCI layout, a "
+                "docker save archive, a rootfs tarball or a directory")
     elif c.text("rootfs.image.source", image["source"]):
         out["source"] = image["source"]
-    for key in ("format", "tag", "digest", "platform"):
+    for key in SOURCE_ONLY_FIELDS:
         if image.get(key) is not None and c.text("rootfs.image." + key, image[key], refuse=" ,#"):
             out[key] = image[key]
     if out["digest"] is not None and not is_digest(out["digest"]):
@@ -41,20 +49,47 @@ def _check_image(c, image, state_dir, resolved):
                                                                       out["format"]))
     if "store" in image:
         out["store"] = c.host_dir("rootfs.image.store", image["store"], state_dir)
-    if out["source"] and not isinstance(resolved, dict) and "resolved" not in image:
+    if (out["source"] or out["name"]) and not isinstance(resolved, dict) and "resolved" not in image:
         c.error("rootfs.image", "the image was not read (load the spec with _image_spec.load)")
     elif isinstance(resolved, dict) and _resolved_ok(resolved):
         out["resolved"] = copy.deepcopy(resolved)
+        if out["name"]:
+            # the source it was imported from: the script unpacks a layer gone from the store
+            out["source"] = resolved.get("source") or ""
     elif resolved is not None:
         c.error("rootfs.image", "the image's metadata is not usable (bad format, digest, size, "
                 "compression or path of a layer)")
+    if out["name"] is None:
+        del out["name"]   # a spec by source normalises (and digests) as it always did
     return out
+
+
+def _check_image_name(c, image):
+    """rootfs.image.name: an image of the store, taken as imported (no source, no choice)."""
+    if image.get("source") is not None:
+        c.error("rootfs.image.source", "give either rootfs.image.name (an image in the store) or "
+                "rootfs.image.source, not both")
+    for key in SOURCE_ONLY_FIELDS:
+        if image.get(key) is not None:
+            c.error("rootfs.image." + key, "goes with rootfs.image.source: the image named by "
+                    "rootfs.image.name is used as it was imported")
+    name = image["name"]
+    if not c.text("rootfs.image.name", name, refuse=" ,#"):
+        return None
+    if not IMAGE_NAME_RE.fullmatch(name) or ".." in name.split("/"):
+        c.error("rootfs.image.name", "must be an image name of the store (letters, digits and . _ : @ + / -, "
+                "at most 255 characters, starting with a letter or digit), got %r" % name)
+        return None
+    return name
 
 
 def _resolved_ok(resolved):
     """The internal description of an image (from _image_spec) holds only what the plan
     can write safely: known words, digests, sizes and clean relative paths."""
     if set(resolved) - set(RESOLVED_FIELDS) or resolved.get("format") not in IMAGE_FORMATS[1:]:
+        return False
+    source = resolved.get("source")
+    if source is not None and not (isinstance(source, str) and bad_char(source) is None):
         return False
     if not all(resolved.get(key) is None or is_digest(resolved[key])
                for key in ("manifest_digest", "config_digest")):

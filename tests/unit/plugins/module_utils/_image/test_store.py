@@ -241,7 +241,7 @@ def test_shared_base_layer_is_stored_once(tmp_path, store):
     assert store.has_layer(fx.sha(BASE))
     assert store.remove("two")["layers_removed"] == sorted([fx.sha(BASE), fx.sha(OTHER)])
     assert layer_dirs(store) == [] and store.images() == []
-    assert store.remove("two") == {"changed": False, "before": None, "layers_removed": []}
+    assert store.remove("two") == {"changed": False, "before": None, "layers_removed": [], "users": []}
 
 
 def test_remove_keep_layers_and_check_mode(tmp_path, store):
@@ -262,7 +262,11 @@ def test_containers_and_refs_keep_layers(tmp_path, store):
     os.makedirs(store.refs_dir)
     with open(os.path.join(store.refs_dir, "pin.json"), "w") as f:
         json.dump({"layers": [fx.sha(BASE)]}, f)
-    assert store.remove("one")["layers_removed"] == []
+    with pytest.raises(S.ImageInUseError, match="used by container.*c1.*force"):
+        store.remove("one")
+    assert store.image("one") is not None
+    r = store.remove("one", force=True)
+    assert r["layers_removed"] == [] and r["users"] == ["c1"]
     assert len(layer_dirs(store)) == 2
 
 

@@ -40,6 +40,10 @@ def image_base():
     return {"name": "demo", "rootfs": {"image": {"source": "/srv/image"}}}
 
 
+def stored_image_base():
+    return {"name": "demo", "rootfs": {"image": {"name": "busybox"}}}
+
+
 def at(path, value, start=base, extra=None):
     """A spec builder putting `value` at the dotted `path` (a list index as [i])."""
     def build():
@@ -75,6 +79,8 @@ FIELDS = {
     ("rootfs", "overlay"): ("rootfs.overlay", True, "rootfs.overlay", "other", {}, base),
     ("rootfs", "readonly"): ("rootfs.readonly", True, "rootfs.readonly", "other", {}, base),
     ("rootfs", "propagation"): ("rootfs.propagation", "rslave", "rootfs.propagation", "word", {}, base),
+    ("image", "name"): ("rootfs.image.name", "busybox", "rootfs.image.name", "word", {},
+                        stored_image_base),
     ("image", "source"): ("rootfs.image.source", "/srv/image", "rootfs.image.source", "path", {},
                           image_base),
     ("image", "format"): ("rootfs.image.format", "oci", "rootfs.image.format", "word", {}, image_base),
