@@ -1,11 +1,13 @@
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""`containerfs unpack SOURCE DEST`: an image to a flattened root filesystem directory.
+"""`containerfs unpack SOURCE DEST`: an image to a flattened root filesystem directory;
+`containerfs pull REF --store DIR`: an image from a registry into the image store.
 
 Standard library only. Wiring, in scripts/containerfs::
 
     from ansible_collections.fromscratch.containerfs.plugins.plugin_utils import _unpack_cli
     _unpack_cli.add_parser(commands)          # commands = parser.add_subparsers(...)
+    _unpack_cli.add_pull_parser(commands)
     ...
     rc = args.func(args)                      # main(args) returns the exit status
 
@@ -18,7 +20,9 @@ Private to the collection; may change without notice.
 import sys
 import time
 
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import registry as _registry
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import source as _image_source
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import store as _store
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import unpack as _unpack
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._errors import ContainerfsError
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.errors import ImageInputError
@@ -36,7 +40,8 @@ DESCRIPTION = (
 def add_parser(subparsers):
     sub = subparsers.add_parser("unpack", help=HELP, description=DESCRIPTION)
     sub.add_argument("source", metavar="SOURCE", help="the image: an OCI layout (dir or tar), "
-                     "a docker save archive, a rootfs tarball (plain/gz/xz/zst) or a directory")
+                     "a docker save archive, a rootfs tarball (plain/gz/xz/zst), a directory, "
+                     "or docker://HOST[:PORT]/REPO[:TAG|@DIGEST] (a registry)")
     sub.add_argument("dest", metavar="DEST", help="the root filesystem directory to create")
     sub.add_argument("--format", default="auto", choices=_image_source.FORMATS,
                      help="the kind of SOURCE (default: auto-detect)")
@@ -47,10 +52,83 @@ def add_parser(subparsers):
     sub.add_argument("--store", metavar="DIR", help="also keep the layers in the image store "
                      "DIR (shared with the image module; e.g. /var/lib/containerfs)")
     sub.add_argument("--name", help="with --store: the image name (default: SOURCE's base name)")
-    sub.add_argument("--no-progress", action="store_true",
-                     help="no progress bar (it is shown only when stderr is a terminal)")
+    _add_common(sub)
     sub.set_defaults(func=main)
     return sub
+
+
+PULL_HELP = "pull an image from a registry (docker://HOST/REPO[:TAG|@DIGEST]) into the image store"
+PULL_DESCRIPTION = (
+    "Pull REF into the image store DIR under NAME: the manifest (a tag resolves to a digest, "
+    "recorded), the config, and the layers the store does not hold yet, each verified by "
+    "digest, size and diff_id. Short Docker Hub names expand to docker.io/library/. "
+    "Exit status: 0 ok, 2 bad input (reference, unknown tag, verification), 1 other failure "
+    "(network, authentication).")
+
+
+def add_pull_parser(subparsers):
+    sub = subparsers.add_parser("pull", help=PULL_HELP, description=PULL_DESCRIPTION)
+    sub.add_argument("source", metavar="REF", help="[docker://]HOST[:PORT]/REPO[:TAG|@DIGEST]")
+    sub.add_argument("--store", metavar="DIR", required=True, help="the image store root")
+    sub.add_argument("--name", help="the image name in the store (default: REF without "
+                     "docker://)")
+    sub.add_argument("--platform", metavar="OS/ARCH[/VARIANT]",
+                     help="platform of a multi-platform image (default: this host's)")
+    _add_common(sub)
+    sub.set_defaults(func=pull_main)
+    return sub
+
+
+def _add_common(sub):
+    sub.add_argument("--auth-file", metavar="FILE", help="registry credentials: a "
+                     "containers-auth.json or docker config.json (never on the command line)")
+    sub.add_argument("--cert", metavar="FILE", dest="ca_cert",
+                     help="CA certificate(s) (PEM) the registry's TLS certificate is checked with")
+    sub.add_argument("--tls-verify", choices=("true", "false"), default="true",
+                     help="false: accept any certificate and plain HTTP (self-signed or local "
+                     "registries)")
+    sub.add_argument("--no-progress", action="store_true",
+                     help="no progress bar (it is shown only when stderr is a terminal)")
+
+
+def registry_options(args):
+    return _registry.options_from_params({
+        "auth_file": args.auth_file, "ca_cert": args.ca_cert,
+        "validate_certs": args.tls_verify != "false"})
+
+
+def pull_main(args, stderr=None, stdout=None):
+    """Run `containerfs pull` for parsed `args`; returns the exit status."""
+    stderr = stderr or sys.stderr
+    stdout = stdout or sys.stdout
+    progress_bar = _progress_bar(args, stderr)
+    try:
+        ref = _registry.parse_reference(args.source)
+        name = args.name or str(ref)[len(_registry.TRANSPORT):]
+        result = _store.ImageStore(args.store).pull(
+            name, str(ref), platform=args.platform, progress=progress_bar,
+            registry=registry_options(args))
+    except ImageInputError as exc:
+        _end(progress_bar)
+        stderr.write("containerfs pull: %s\n" % exc)
+        return EXIT_INVALID
+    except (ContainerfsError, OSError) as exc:
+        _end(progress_bar)
+        stderr.write("containerfs pull: error: %s\n" % exc)
+        return EXIT_FAILURE
+    _end(progress_bar)
+    image = result["image"]
+    stdout.write("%s %s as %s (%s, %s, %d layer%s, %d new)\n" % (
+        "pulled" if result["changed"] else "unchanged", ref, name, image["manifest_digest"],
+        image["platform"], len(image["layers"]), "" if len(image["layers"]) == 1 else "s",
+        len(result["layers_added"])))
+    return EXIT_OK
+
+
+def _progress_bar(args, stderr):
+    if not args.no_progress and hasattr(stderr, "isatty") and stderr.isatty():
+        return ProgressBar(stderr)
+    return None
 
 
 class ProgressBar:
@@ -85,13 +163,12 @@ def main(args, stderr=None, stdout=None):
     """Run `containerfs unpack` for parsed `args`; returns the exit status."""
     stderr = stderr or sys.stderr
     stdout = stdout or sys.stdout
-    progress_bar = None
-    if not args.no_progress and hasattr(stderr, "isatty") and stderr.isatty():
-        progress_bar = ProgressBar(stderr)
+    progress_bar = _progress_bar(args, stderr)
     try:
+        kw = {"registry": registry_options(args)} if _registry.is_reference(args.source) else {}
         result = _unpack.unpack(args.source, args.dest, format=args.format, tag=args.tag,
                                 digest=args.digest, platform=args.platform,
-                                progress=progress_bar, store=args.store, name=args.name)
+                                progress=progress_bar, store=args.store, name=args.name, **kw)
     except ImageInputError as exc:
         _end(progress_bar)
         stderr.write("containerfs unpack: %s\n" % exc)

@@ -14,6 +14,9 @@ Sources (``format``, ``auto`` detects; each reader is one entry of `SOURCE_FORMA
   ``<id>/layer.tar`` or the newer OCI-inside form), as a .tar or an unpacked directory.
 * ``tarball``: a root filesystem tar (``docker export``), plain/gz/xz/zst: one layer.
 * ``dir``: a root filesystem directory, used as-is (its path is the only lowerdir).
+* ``docker``: ``docker://HOST/REPO[:TAG|@DIGEST]``, read from an OCI registry
+  (source_registry.RegistryFS looks like an OCI layout holding that one image, so the
+  OCI reader below resolves it; `registry=` gives credentials and TLS options).
 
 `resolve()` reads the metadata only (manifests and config, verified against their
 digests); `layer_opener()` then opens the layer blobs of the image it returned.
@@ -27,6 +30,8 @@ import os
 import re
 
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import blob as _blob
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import registry as _registry
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import source_registry as _source_registry
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.errors import (
     ImageError, ImageInputError, ImageNotFoundError, LayerVerifyError,
 )
@@ -373,11 +378,38 @@ def _with_fs(path, resolver, **kw):
     return image
 
 
-def resolve(source, format="auto", tag=None, digest=None, platform=None):
+def source_path(source):
+    """The canonical form of a source: an absolute path, or a registry reference as given."""
+    if not source or _registry.is_reference(source):
+        return source
+    return os.path.abspath(source)
+
+
+def resolve_registry(source, format="auto", tag=None, digest=None, platform=None, registry=None):
+    """Resolve `docker://...` through a RegistryFS with the OCI reader. The image keeps
+    its RegistryFS (key ``_registry_fs``, not part of any record) for layer_opener."""
+    if format not in (None, "auto", _source_registry.FORMAT):
+        raise ImageInputError("%s: a registry reference is format %s, not %s" % (
+            source, _source_registry.FORMAT, format))
+    ref = _registry.parse_reference(source, tag=tag, digest=digest)
+    fs = _source_registry.RegistryFS(ref, registry)
+    image = resolve_oci(fs, platform=platform)
+    image["format"] = _source_registry.FORMAT
+    image["source"] = str(ref)
+    image["reference"] = str(ref)
+    image["top_digest"] = fs.top["digest"]
+    image["_registry_fs"] = fs
+    return image
+
+
+def resolve(source, format="auto", tag=None, digest=None, platform=None, registry=None):
     """Read the metadata of the image at `source`: a dict with the format, manifest and
-    config digests, config defaults, platform, and the layers (bottom first)."""
+    config digests, config defaults, platform, and the layers (bottom first).
+    `registry` (registry.RegistryOptions) is used for ``docker://`` references only."""
     if not source:
         raise ImageInputError("no image source given")
+    if _registry.is_reference(source):
+        return resolve_registry(source, format, tag, digest, platform, registry)
     source = os.path.abspath(source)
     if not os.path.exists(source):
         raise ImageInputError("image source %r does not exist" % source)
@@ -396,10 +428,22 @@ def resolve(source, format="auto", tag=None, digest=None, platform=None):
 
 
 @contextlib.contextmanager
-def layer_opener(image):
-    """A function opening the blobs of a resolved image."""
+def layer_opener(image, layers=None):
+    """A function opening the blobs of a resolved image. `layers`: those that will be
+    opened, in that order (lets a registry source download the next ones meanwhile)."""
     if image["format"] == "tarball":
         yield lambda layer: open(image["source"], "rb", buffering=0)
+        return
+    if image["format"] == _source_registry.FORMAT:
+        fs = _source_registry.open_registry(image)
+        if not layers:
+            yield lambda layer: fs.open(layer["path"])
+            return
+        prefetcher = _source_registry.Prefetcher(fs, layers)
+        try:
+            yield prefetcher.open
+        finally:
+            prefetcher.close()
         return
     fs = open_source(image["source"])
     try:

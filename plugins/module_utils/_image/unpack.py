@@ -20,7 +20,7 @@ from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.sto
 
 
 def unpack(source, dest, format="auto", tag=None, digest=None, platform=None,
-           progress=None, store=None, name=None):
+           progress=None, store=None, name=None, registry=None):
     """Unpack the image at `source` into `dest` as one flattened root filesystem.
 
     Without `store`, the layers are read from the source and applied in order directly
@@ -36,14 +36,15 @@ def unpack(source, dest, format="auto", tag=None, digest=None, platform=None,
         s = ImageStore(store)
         name = name or _default_name(source)
         result = s.pull(name, source, format=format, tag=tag, digest=digest,
-                        platform=platform, progress=progress)
+                        platform=platform, progress=progress, registry=registry)
         s.flatten(name, dest)
         image = result["image"]
         out = dict((k, image.get(k)) for k in ("format", "manifest_digest", "config_digest",
                                                "platform", "layers", "config"))
         out.update(dest=dest, warnings=result["warnings"], name=name)
         return out
-    image = resolve(source, format=format, tag=tag, digest=digest, platform=platform)
+    image = resolve(source, format=format, tag=tag, digest=digest, platform=platform,
+                    registry=registry)
     warnings = []
     diff_ids = []
     with _flatten.temp_next_to(dest) as tmp:
@@ -53,7 +54,7 @@ def unpack(source, dest, format="auto", tag=None, digest=None, platform=None,
             total = sum(layer["size"] or 0 for layer in image["layers"])
             step = _blob.progress_adapter(progress, total)
             applier = _layers.LayerApplier(tmp, flatten=True, warnings=warnings)
-            with layer_opener(image) as opener:
+            with layer_opener(image, layers=image["layers"]) as opener:
                 for i, layer in enumerate(image["layers"]):
                     f = opener(layer)
                     try:
