@@ -309,12 +309,34 @@ def build_plan(module):
     for key in ("name", "state_dir", "run_dir"):
         if module.params[key]:
             raw[key] = module.params[key]
-    plan = _plan.build_plan(_image_spec.load(raw, base_dir=base_dir))
+    try:
+        plan = _plan.build_plan(_image_spec.load(raw, base_dir=base_dir))
+    except SpecError:
+        recorded = recorded_for_absent(params, raw)
+        if recorded is None:
+            raise
+        return recorded
     # whatever the spec validator allowed: the name and dirs every path is built from
     _host_steps.check_name(plan["name"])
     _host_steps.check_host_dir(os.path.dirname(os.path.dirname(plan["paths"]["state"])), "state_dir")
     _host_steps.check_host_dir(os.path.dirname(plan["paths"]["run"]), "run_dir")
     return plan
+
+
+def recorded_for_absent(params, raw):
+    """With state=absent, a spec that no longer loads (its image removed from the store,
+    say): the plan the container was set up from says what to remove; None if there is none."""
+    if params["state"] != "absent" or not isinstance(raw.get("name"), str):
+        return None
+    try:
+        _host_steps.check_name(raw["name"])
+        state_dir = _host_steps.check_host_dir(raw.get("state_dir") or _layout.DEFAULT_STATE_DIR, "state_dir")
+        run_dir = raw.get("run_dir")
+        if run_dir is not None:
+            run_dir = _host_steps.check_host_dir(run_dir, "run_dir")
+        return _host_steps.recorded_plan(state_dir, raw["name"], run_dir)
+    except ContainerfsError:
+        return None
 
 
 def failure_details(exc):
