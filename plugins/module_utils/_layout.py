@@ -45,6 +45,9 @@ The image store (STORE, by default the state dir)::
     images       STORE/images/<quoted name>.json        image records
     refs         STORE/refs/*.json                      references of containers elsewhere
     containers   STORE/containers/<name>/image.json     references of containers here
+    sources      STORE/sources/<key>.json               what the store measured of a source's blobs,
+                                                        with the stat of their file (key:
+                                                        sha256(source path)[:32])
 
 Standard library only. Private to the collection; may change without notice.
 """
@@ -52,6 +55,7 @@ Standard library only. Private to the collection; may change without notice.
 import hashlib
 import json
 import os
+import re
 import time
 from urllib.parse import quote, unquote
 
@@ -190,7 +194,17 @@ class StoreLayout:
         self.images_dir = os.path.join(self.root, "images")
         self.refs_dir = os.path.join(self.root, "refs")
         self.containers_dir = os.path.join(self.root, "containers")
+        self.sources_dir = os.path.join(self.root, "sources")
         self.lock = os.path.join(self.root, ".lock")
+
+    def source_blobs(self, source):
+        """What the store measured of an image source's blobs (one file per source path)."""
+        key = hashlib.sha256(os.path.abspath(source).encode("utf-8")).hexdigest()[:32]
+        return os.path.join(self.sources_dir, key + ".json")
+
+    @staticmethod
+    def is_source_blobs(file_name):
+        return re.fullmatch(r"[0-9a-f]{32}\.json", file_name) is not None
 
     def layer(self, diff_id):
         return os.path.join(self.layers_dir, _hex(diff_id))

@@ -20,7 +20,6 @@ Private to the collection; may change without notice.
 import contextlib
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -276,8 +275,7 @@ class ImageStore:
 
     def blob_cache_path(self, source):
         """Where the hashes of an image source's blobs are kept (one file per source path)."""
-        key = hashlib.sha256(os.path.abspath(source).encode("utf-8")).hexdigest()[:32]
-        return os.path.join(self.root, "sources", key + ".json")
+        return self.layout.source_blobs(source)
 
     def known_blob(self, source, blob):
         """What an earlier unpack measured of a blob ({digest, size, diff_id, compression}),
@@ -318,9 +316,9 @@ class ImageStore:
 
     def _stale_blob_caches(self):
         """Blob caches whose every blob changed or went: nothing reads them any more."""
-        folder = os.path.join(self.root, "sources")
+        folder = self.layout.sources_dir
         try:
-            names = sorted(n for n in os.listdir(folder) if re.fullmatch(r"[0-9a-f]{32}\.json", n))
+            names = sorted(n for n in os.listdir(folder) if self.layout.is_source_blobs(n))
         except FileNotFoundError:
             return []
         stale = []

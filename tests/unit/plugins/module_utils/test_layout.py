@@ -183,3 +183,13 @@ def test_a_recorded_plan_naming_another_ns_dir_is_refused(tmp_path):
     record(state_dir, plan)
     with pytest.raises(ApplyError, match="paths.ns"):
         _host_steps.recorded_plan(state_dir, "web")
+
+
+def test_source_blobs_file_is_pinned():
+    """Where the store keeps what it measured of a source's blobs: one file per source path."""
+    layout = _layout.StoreLayout("/st")
+    path = layout.source_blobs("/srv/img.tar")
+    assert os.path.dirname(path) == "/st/sources" == layout.sources_dir
+    assert layout.is_source_blobs(os.path.basename(path))
+    assert path != layout.source_blobs("/srv/other.tar")
+    assert not layout.is_source_blobs("x.json") and not layout.is_source_blobs(os.path.basename(path) + ".tmp")
