@@ -43,6 +43,7 @@ def test_pull_by_reference_then_a_container_by_name_without_the_registry(tmp_pat
         first, again = run_playbook(tmp_path, [image_task(store, ref), image_task(store, ref)])
     assert first["changed"] is True and len(first["layers_added"]) == 1, first
     assert first["image"]["manifest_digest"].startswith("sha256:")
+    assert first["image"]["source"] == {"path": ref, "stat": None, "digest": first["image"]["manifest_digest"]}
     assert again["changed"] is False and again["layers_added"] == [], again
     # the registry is stopped: the container uses the stored, verified layers by name
     up, same, gone = run_playbook(tmp_path, [container_task(tmp_path, {"name": "app", "store": store}),

@@ -384,7 +384,9 @@ class ImageStore:
             "config_digest": image["config_digest"], "platform": image["platform"],
             "layers": [layer["diff_id"] for layer in image["layers"]],
             "rootfs": image["rootfs"], "config": image["config"],
-            "source": {"path": source, "stat": stat_info},
+            # a registry's: the digest the tag resolved to (an index's, for a multi-platform one)
+            "source": dict({"path": source, "stat": stat_info},
+                           **({"digest": image["top_digest"]} if image.get("top_digest") else {})),
         }
 
     def identity(self, record):
