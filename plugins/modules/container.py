@@ -100,7 +100,8 @@ options:
   restart_policy:
     description:
       - When the process is restarted after it exits (V(no) never, V(on-failure) when its
-        status is not 0, V(always)), with a back-off of 1 second doubling up to 30.
+        status is not 0, V(always)), with a back-off of 1 second doubling up to 30, back to
+        1 after a run of 10 seconds or more.
       - Taken at start; a change takes effect at the next start (use O(restart)).
     type: str
     choices: ["no", "on-failure", "always"]

@@ -126,6 +126,23 @@ def test_on_failure_restarts_after_a_failure_not_after_success(kept, copy_rootfs
     down(container)
 
 
+def test_the_back_off_starts_over_after_a_long_run(kept, copy_rootfs):
+    """Two quick failures double the wait (1 s, 2 s); a run of 10 s or more starts it over
+    at 1 s; then it ends with 0."""
+    runs = ("echo $$ >> /data/runs; n=$(wc -l < /data/runs); [ $n -eq 3 ] && sleep 10; "
+            "[ $n -ge 4 ] && exit 0; exit 1")
+    container = kept(process={"args": ["sh", "-c", runs]}, rootfs={"path": copy_rootfs()},
+                     volumes=[{"type": "tmpfs", "target": "/data"}])
+    result = container.sh("start", "--restart", "on-failure", timeout=15)
+    assert result.returncode == 0, result.stderr
+    assert wait_until(lambda: container.live("monitor") is None and container.read("pid") is None, 40)
+    waits = [line.rsplit(" ", 1)[-1] for line in container.read("log").splitlines()
+             if "restarting it in" in line]
+    assert waits == ["1s", "2s", "1s"], container.read("log")
+    assert container.read("exit").split()[0] == "0"
+    down(container)
+
+
 def container_root(container):
     return json.loads(container.read("record"))["paths"]["root"]
 
