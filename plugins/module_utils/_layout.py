@@ -275,7 +275,16 @@ def record_text(plan, complete=True):
     the script's `up` alike; incomplete: marked as a set-up under way."""
     if not complete:
         plan = dict(plan, digest=RECORD_INCOMPLETE + plan["digest"])
-    return json.dumps(plan, indent=1, sort_keys=True)
+    # One top-level key a line, values compact: the digest comes first, on a line of its
+    # own the script reads with `read` (RECORD_DIGEST_PREFIX); the rest stays short.
+    keys = ["digest"] + sorted(key for key in plan if key != "digest")
+    lines = ["%s: %s" % (json.dumps(key), json.dumps(plan[key], sort_keys=True, separators=(",", ":")))
+             for key in keys]
+    return "{" + ",\n".join(lines) + "}"
+
+
+# How a record's first line starts, before the digest (see record_text).
+RECORD_DIGEST_PREFIX = '{"digest": "'
 
 
 # The keys container_paths() gives: what a recorded plan must hold (checked before use).

@@ -388,6 +388,7 @@ def render_script(plan, version="0.0.0", template_dir=TEMPLATE_DIR):
         "builds": builds,
         "record_text": _layout.record_text(plan),
         "record_incomplete": _layout.RECORD_INCOMPLETE,
+        "record_digest_prefix": _layout.RECORD_DIGEST_PREFIX,
         "pinned": [(ns["type"], NS_FILES[ns["type"]]) for ns in namespaces_step["namespaces"]
                    if ns["type"] in NS_FILES and not ns["path"]],
         "ns_option": NS_OPTIONS,

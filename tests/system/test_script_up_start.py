@@ -12,6 +12,7 @@ import subprocess
 
 import pytest
 
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _layout
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._plan.plan import build_plan
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime.applier import Applier
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.image import load as load_spec
@@ -83,7 +84,8 @@ def test_after_up_the_applier_has_nothing_to_do(copy_rootfs, tmp_path, cleanup, 
     assert result.returncode == 0, result.stderr
     assert "up: namespaces pinned" in result.stderr
     # the record is the applier's text; the script installed itself, 0700
-    assert kept.read("record") == json.dumps(plan, indent=1, sort_keys=True)
+    assert kept.read("record") == _layout.record_text(plan)
+    assert json.loads(kept.read("record")) == plan
     with open(kept.script) as f:
         assert kept.read("script") == f.read()
     assert os.stat(kept.path("script")).st_mode & 0o777 == 0o700

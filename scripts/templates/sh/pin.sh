@@ -122,18 +122,19 @@ unpin_namespaces() {
 }
 
 # recorded_digest: RECORDED, the digest in the record (empty when there is none). The
-# record is sorted JSON, one key a line: " "digest": "sha256:...",".
+# record's first line is CFS_RECORD_DIGEST_PREFIX, the digest and a quote; a record from
+# an earlier version was indented JSON with a line " "digest": "...",".
 recorded_digest() {
     RECORDED=
     [ -f "$CFS_RECORD" ] || return 0
     while IFS= read -r _line || [ -n "$_line" ]; do
         case $_line in
-            ' "digest": "'*)
-                _line=${_line#' "digest": "'}
-                RECORDED=${_line%%'"'*}
-                return 0
-                ;;
+            "$CFS_RECORD_DIGEST_PREFIX"*) _line=${_line#"$CFS_RECORD_DIGEST_PREFIX"} ;;
+            ' "digest": "'*) _line=${_line#' "digest": "'} ;;
+            *) continue ;;
         esac
+        RECORDED=${_line%%'"'*}
+        return 0
     done < "$CFS_RECORD"
 }
 
@@ -146,11 +147,8 @@ write_record() {
     if [ "$1" = complete ]; then
         (umask 077 && printf '%s' "$CFS_RECORD_TEXT" > "$CFS_RECORD.tmp")
     else
-        # the top-level "digest" line: the only one indented by one space
-        _key='
- "digest": "'
-        (umask 077 && printf '%s%s%s%s' "${CFS_RECORD_TEXT%%"$_key"*}" "$_key" "$CFS_RECORD_INCOMPLETE" \
-            "${CFS_RECORD_TEXT#*"$_key"}" > "$CFS_RECORD.tmp")
+        (umask 077 && printf '%s%s%s' "$CFS_RECORD_DIGEST_PREFIX" "$CFS_RECORD_INCOMPLETE" \
+            "${CFS_RECORD_TEXT#"$CFS_RECORD_DIGEST_PREFIX"}" > "$CFS_RECORD.tmp")
     fi
     "$T_mv" -f -- "$CFS_RECORD.tmp" "$CFS_RECORD"
 }

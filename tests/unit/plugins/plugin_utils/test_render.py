@@ -49,7 +49,8 @@ def test_nasty_values_land_literally(shell, tmp_path):
     if not shutil.which(shell.split()[0]):
         pytest.skip("%s not installed" % shell)
     script = render(**full_spec())
-    lines = [l for l in script.splitlines() if "X=" in l and "env" in l]
+    # (lines of the embedded record, the plan as JSON, start with a quoted key)
+    lines = [l for l in script.splitlines() if "X=" in l and "env" in l and not l.startswith('"')]
     assert lines, "the env assignment is rendered"
     # Evaluate the rendered words with the shell itself and compare.
     word = re.search(r"('X=(?:[^']|'\\'')*')", lines[0]).group(1)
@@ -172,9 +173,11 @@ def test_hostile_why_and_name_stay_comments():
 
 
 def record_lines(lines):
-    """The line numbers of the quoted record (CFS_RECORD_TEXT='{ ... }')."""
+    """The line numbers of the quoted record (CFS_RECORD_TEXT='{ ... }'): one top-level key
+    a line, each but the last ending with a comma."""
     start = [i for i, l in enumerate(lines) if l.startswith("CFS_RECORD_TEXT='")][0]
-    end = lines.index("}'", start)
+    end = next(i for i in range(start, len(lines)) if not lines[i].endswith(","))
+    assert lines[end].endswith("}'")
     return range(start, end + 1)
 
 
@@ -188,7 +191,9 @@ def test_the_record_is_the_plans_json_in_one_quoted_word(shell):
     assignment = "\n".join(lines[i] for i in record_lines(lines))
     out = subprocess.run(shell.split() + ["-c", assignment + '\nprintf %s "$CFS_RECORD_TEXT"'],
                          stdout=subprocess.PIPE, check=True).stdout.decode()
-    assert out == json.dumps(plan, indent=1, sort_keys=True) == _layout.record_text(plan)
+    assert out == _layout.record_text(plan)
+    assert json.loads(out) == plan
+    assert out.startswith(_layout.RECORD_DIGEST_PREFIX + plan["digest"] + '",\n')
 
 
 def shell_function(lines, name):
@@ -202,10 +207,10 @@ def test_the_script_writes_the_appliers_record_complete_or_marked_incomplete(she
     """Before a set-up from scratch both back-ends write the record with its digest marked
     incomplete (a nested "digest" of an image layer stays as it is), then the record."""
     plan = build_plan(load_spec(dict(full_spec(), name="demo", state_dir="/s", run_dir="/r")))
-    plan["steps"][0]["why"] = ' "digest": "' + NASTY
+    plan["steps"][0]["why"] = ' "digest": "' + _layout.RECORD_DIGEST_PREFIX + NASTY
     lines = _render.render_script(plan).splitlines()
     code = "\n".join([lines[i] for i in record_lines(lines)] +
-                     [l for l in lines if l.startswith("CFS_RECORD_INCOMPLETE=")] +
+                     [l for l in lines if l.startswith(("CFS_RECORD_INCOMPLETE=", "CFS_RECORD_DIGEST_PREFIX="))] +
                      [shell_function(lines, "write_record"),
                       'refuse_link() { :; }', 'T_mv=mv', 'CFS_RECORD="$1"',
                       'write_record %s' % ("complete" if complete else "incomplete")])
@@ -398,3 +403,22 @@ def test_renderer_is_python3_only_with_the_private_header():
     assert docstring.rstrip().endswith("Private to the collection; may change without notice.")
     for leftover in ("from __future__", "__metaclass__", "(object)", "super("):
         assert leftover not in source, leftover
+
+
+@pytest.mark.parametrize("shell", ["dash", "bash", "busybox ash"])
+@pytest.mark.parametrize("form", ["current", "indented"])
+def test_the_script_reads_the_digest_of_a_record(shell, form, tmp_path):
+    """recorded_digest finds the top-level digest in the record both back-ends write, and in
+    the indented JSON of earlier versions, never a nested one (a layer's digest)."""
+    plan = build_plan(load_spec(dict(full_spec(), name="demo", state_dir="/s", run_dir="/r")))
+    plan["aaa"] = {"digest": "sha256:nested"}
+    text = _layout.record_text(plan) if form == "current" else json.dumps(plan, indent=1, sort_keys=True)
+    record = tmp_path / "plan.json"
+    record.write_text(text)
+    lines = _render.render_script(plan).splitlines()
+    code = "\n".join([l for l in lines if l.startswith("CFS_RECORD_DIGEST_PREFIX=")] +
+                     [shell_function(lines, "recorded_digest"), 'CFS_RECORD="$1"',
+                      'recorded_digest', 'printf %s "$RECORDED"'])
+    out = subprocess.run(shell.split() + ["-c", code, "sh", str(record)],
+                         stdout=subprocess.PIPE, check=True).stdout.decode()
+    assert out == plan["digest"]
