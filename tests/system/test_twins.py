@@ -4,6 +4,7 @@ answered on one table of cases each, and required to answer identically:
   target_in_root    <-> _applier.resolve_in_root     (in-root path resolution)
   make_target       <-> _applier._make_mount_point   (mount-point creation)
   inherited_flags   <-> _applier.lies_on_flags       (the flags of the mount a path lies on)
+  live_pid          <-> process.live_pid             (the liveness rule: pid and start ticks)
 
 The shell functions are cut out of a rendered script (each is a top-level `name() {`
 ... `}` block) and run under dash, bash and busybox ash with a small prelude.
@@ -16,6 +17,7 @@ import sys
 
 import pytest
 
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import process as _process
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import root_steps as _applier
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._plan.plan import build_plan
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.validate import load_spec
@@ -183,6 +185,7 @@ import json, os, subprocess, sys
 sys.path.insert(0, os.getcwd())
 from tests.lib import collection
 collection.register()
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import process as _process
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import root_steps as _applier
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import mountinfo as _mountinfo
 base, code, mounts, cases, shells = json.loads(sys.argv[1])
@@ -216,3 +219,66 @@ def test_inherited_flags_and_lies_on_flags_answer_alike(tmp_path):
         assert dict(zip(FLAG_CASES, flags)) == python, shell
     assert python["top/with space/in"] == "noexec" and python["top/over/a"] == "nosuid"
     assert python["top/nestedx"] == "nosuid" and python["top/nested/x/y"] == "nodev,noexec"
+
+
+# ---------------------------------------------------------------------------------------
+# live_pid <-> process.live_pid
+# ---------------------------------------------------------------------------------------
+
+# Pid file texts, written with L (a live process), T (its start ticks) and Z, ZT (a zombie's).
+PID_FILE_CASES = {
+    "live": "L T", "live, started_at": "L T 1700000000", "live, newline": "L T\n",
+    "live, leading blanks": " \tL T", "live, odd third field": "L T x7",
+    "other ticks": "L T1", "ticks with a leading zero": "L 0T", "pid with a leading zero": "0L T",
+    "no ticks": "L", "empty": "", "words": "abc T", "negative": "-L T", "pid 0": "0 T",
+    "ticks on a second line": "L\nT", "carriage return": "L T\r\n", "zombie": "Z ZT",
+    "symlink": None, "missing": None,
+}
+
+
+@pytest.fixture
+def processes():
+    live = subprocess.Popen(["sleep", "60"])
+    zombie = subprocess.Popen(["true"])
+    while _process.start_ticks(zombie.pid) is not None:  # until it has exited, unreaped
+        with open("/proc/%d/stat" % zombie.pid) as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                break
+    yield {"L": live.pid, "Z": zombie.pid}
+    live.kill()
+    live.wait()
+    zombie.wait()
+
+
+def pid_file_text(template, processes):
+    with open("/proc/%d/stat" % processes["Z"]) as f:
+        zombie_ticks = f.read().rsplit(")", 1)[1].split()[19]
+    values = {"ZT": zombie_ticks, "T": str(_process.start_ticks(processes["L"])),
+              "L": str(processes["L"]), "Z": str(processes["Z"])}
+    return re.sub("ZT|T|L|Z", lambda m: values[m.group(0)], template)
+
+
+@pytest.mark.parametrize("shell", sorted(SHELLS))
+def test_live_pid_answers_alike(tmp_path, shell, processes):
+    code = shell_functions("proc_ticks", "live_pid") + "die() { exit 1; }\n"
+    answers = {}
+    for name, template in PID_FILE_CASES.items():
+        path = tmp_path / ("case%d" % len(answers))
+        if name == "symlink":
+            (tmp_path / "target").write_text(pid_file_text("L T", processes))
+            path.symlink_to(tmp_path / "target")
+        elif template is not None:
+            path.write_text(pid_file_text(template, processes))
+        code += '(live_pid %s; printf "LIVE %%s\\n" "$LIVE") || echo refused\n' % _render.shell_quote(str(path))
+        try:
+            answers[name] = _process.live_pid(str(path))[0]
+        except OSError:
+            answers[name] = "refused"
+    lines = run_shell(shell, code).splitlines()
+    shell_answers = {name: line if line == "refused" else int(line[len("LIVE "):]) if line != "LIVE " else None
+                     for name, line in zip(PID_FILE_CASES, lines)}
+    assert shell_answers == answers
+    assert answers["symlink"] == "refused"
+    live = [name for name, pid in answers.items() if pid not in (None, "refused")]
+    assert sorted(live) == sorted(["live", "live, started_at", "live, newline", "live, leading blanks",
+                                   "live, odd third field"])

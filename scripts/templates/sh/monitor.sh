@@ -30,6 +30,8 @@ proc_ticks() {
 # with the same start time (not a reused pid), else empty.
 live_pid() {
     LIVE=
+    # a link planted in its place is refused, as the modules refuse it (ELOOP)
+    [ ! -h "$1" ] || die "$1 is a symbolic link: refusing to read it (planted?)"
     [ -f "$1" ] || return 0
     _pid=
     _ticks=
