@@ -35,12 +35,12 @@ sys.path.insert(0, os.path.join(REPO, "bench"))
 sys.path.insert(0, REPO)
 
 import startup  # noqa: E402  (bench/startup.py: rootfs and bundle helpers)
+import timed_play  # noqa: E402  (bench/timed_play.py: run a playbook, read task times)
 from tests.lib.collection import collections_dir  # noqa: E402
 
 INNER_FLAG = "CFS_BENCH_INNER"
 # pid 1 that ends on SIGTERM at once (a shell waits for `wait`, not for sleep to end)
 PROCESS = ["sh", "-c", "trap 'exit 0' TERM; sleep 100000 & wait"]
-ANSIBLE = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
 
 
 def spec_for(tmp, rootfs, name):
@@ -79,29 +79,8 @@ def play(tmp, rootfs, count, rounds):
 
 
 def converge_bench(tmp, rootfs, args):
-    playbook = os.path.join(tmp, "play.yml")
-    with open(playbook, "w") as f:
-        yaml.safe_dump(play(tmp, rootfs, args.containers, args.rounds), f)
-    times = os.path.join(tmp, "times.jsonl")
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=collections_dir(tmp),
-               ANSIBLE_CALLBACK_PLUGINS=os.path.join(REPO, "bench", "callback"),
-               ANSIBLE_CALLBACKS_ENABLED="task_times", CFS_BENCH_TASK_TIMES=times,
-               ANSIBLE_LOCALHOST_WARNING="false", ANSIBLE_STDOUT_CALLBACK="ansible.builtin.minimal",
-               ANSIBLE_LOCAL_TEMP=os.path.join(tmp, "ansible-local"))
-    proc = subprocess.run([ANSIBLE, "-i", "localhost,", "-c", "local", playbook], env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
-    if not os.path.exists(times):
-        startup.die("the play did not run:\n%s" % proc.stdout.decode(errors="replace")[-3000:])
-    with open(times) as f:
-        rows = [json.loads(line) for line in f]
-    failed = [r["task"] for r in rows if r["failed"]]
-    if proc.returncode != 0 or failed:
-        startup.die("the play failed (%s):\n%s" % (", ".join(failed),
-                                                   proc.stdout.decode(errors="replace")[-3000:]))
-    by_kind = {}
-    for row in rows:
-        kind = row["task"].split(" #")[0]
-        by_kind.setdefault(kind, []).append(row["seconds"] * 1000.0)
+    rows = timed_play.run(tmp, play(tmp, rootfs, args.containers, args.rounds), collections_dir(tmp))
+    by_kind = timed_play.milliseconds_by_kind(rows)
     print("no-op converge of started containers vs `command: /bin/true`, %d rounds, "
           "median task wall time:" % args.rounds)
     for count in (1, args.containers):

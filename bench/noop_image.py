@@ -18,25 +18,22 @@ namespace.
 """
 
 import argparse
-import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 
-import yaml
 
 REPO = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "bench"))
 sys.path.insert(0, REPO)
 
 import startup  # noqa: E402  (bench/startup.py: die, need)
+import timed_play  # noqa: E402  (bench/timed_play.py: run a playbook, read task times)
 from tests.lib import oci_fixtures as fx  # noqa: E402
 
 INNER_FLAG = "CFS_BENCH_INNER"
-ANSIBLE = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
 
 
 def tarball(tmp, name, mib):
@@ -88,27 +85,8 @@ def collections(tmp, collection):
 def run(tmp, args):
     named = os.path.exists(os.path.join(args.collection, "plugins", "modules", "image_info.py"))
     images = {"big": tarball(tmp, "big", args.size_mib), "small": tarball(tmp, "small", 1)}
-    playbook = os.path.join(tmp, "play.yml")
-    with open(playbook, "w") as f:
-        yaml.safe_dump(play(tmp, images, named, args.rounds), f)
-    times = os.path.join(tmp, "times.jsonl")
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=collections(tmp, args.collection),
-               ANSIBLE_CALLBACK_PLUGINS=os.path.join(REPO, "bench", "callback"),
-               ANSIBLE_CALLBACKS_ENABLED="task_times", CFS_BENCH_TASK_TIMES=times,
-               ANSIBLE_LOCALHOST_WARNING="false", ANSIBLE_STDOUT_CALLBACK="ansible.builtin.minimal",
-               ANSIBLE_LOCAL_TEMP=os.path.join(tmp, "ansible-local"))
-    proc = subprocess.run([ANSIBLE, "-i", "localhost,", "-c", "local", playbook], env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
-    rows = []
-    if os.path.exists(times):
-        with open(times) as f:
-            rows = [json.loads(line) for line in f]
-    failed = [r["task"] for r in rows if r["failed"]]
-    if proc.returncode != 0 or failed or not rows:
-        startup.die("the play failed (%s):\n%s" % (", ".join(failed), proc.stdout.decode(errors="replace")[-3000:]))
-    by_kind = {}
-    for row in rows:
-        by_kind.setdefault(row["task"].split(" #")[0], []).append(row["seconds"] * 1000.0)
+    rows = timed_play.run(tmp, play(tmp, images, named, args.rounds), collections(tmp, args.collection))
+    by_kind = timed_play.milliseconds_by_kind(rows)
     print("collection %s; big tarball %d MiB; %d rounds; median task wall time:" % (
         args.collection, args.size_mib, args.rounds))
     for kind in sorted(k for k in by_kind if k.startswith(("noop", "true", "first", "import"))):
