@@ -12,11 +12,15 @@
      ours/unpack       unpack(docker://...): download, verify, one flattened rootfs (CLI)
      skopeo+unpack     `skopeo copy docker://... oci:DIR` then our unpack of that layout
      skopeo            `skopeo copy docker://... oci:DIR` alone (download + verify only)
-   and prints wall times and ratios to skopeo alone. Target: ours/pull under skopeo alone.
+     tar -x            GNU tar unpacking the same gzip blobs from that layout, one after
+                       the other, no download, no verification: the floor any unpack sets
+   and prints wall times and ratios to skopeo alone. Target: ours/pull under skopeo alone
+   (where tar -x alone takes longer than skopeo, no pull that unpacks can reach it).
 
 Needs docker-registry and skopeo (tests/setup-env installs them). Leaves nothing behind.
 """
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -66,6 +70,15 @@ def skopeo_copy(ref, dest):
                    check=True, capture_output=True)
 
 
+def layer_blobs(layout):
+    """The layer blobs of the image skopeo copied into `layout`, in order."""
+    with open(os.path.join(layout, "index.json")) as f:
+        manifest_digest = json.load(f)["manifests"][0]["digest"]
+    with open(os.path.join(layout, "blobs", *manifest_digest.split(":"))) as f:
+        layers = json.load(f)["layers"]
+    return [os.path.join(layout, "blobs", *layer["digest"].split(":")) for layer in layers]
+
+
 def run_case(case, ref, work):
     dest = os.path.join(work, "dest")
     store = os.path.join(work, "store")
@@ -80,6 +93,13 @@ def run_case(case, ref, work):
         _unpack.unpack(layout, dest, tag="bench")
     elif case == "skopeo":
         skopeo_copy(ref, layout)
+    elif case == "tar -x":
+        skopeo_copy(ref, layout)
+        blobs = layer_blobs(layout)
+        os.makedirs(dest)
+        start = time.perf_counter()
+        for blob in blobs:
+            subprocess.run(["tar", "-xzpf", blob, "-C", dest], check=True)
     elapsed = time.perf_counter() - start
     for path in (dest, store, layout):
         shutil.rmtree(path, ignore_errors=True)
@@ -100,7 +120,7 @@ def main():
         with _test_registry.Registry(os.path.join(work, "registry")) as reg:
             reg.push(os.path.join(work, "src"), "bench/image:1", layout_ref="bench")
             ref = reg.ref("bench/image:1")
-            cases = ("ours/pull", "ours/unpack", "skopeo+unpack", "skopeo")
+            cases = ("ours/pull", "ours/unpack", "skopeo+unpack", "skopeo", "tar -x")
             times = dict((c, []) for c in cases)
             for run in range(args.runs):
                 for case in cases:
