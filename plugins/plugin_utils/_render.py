@@ -47,6 +47,7 @@ STEP_HANDLERS = {
     "mount_rootfs": "build_root", "mount": "build_root", "cgroup": "build_root",
     "remount_readonly": "build_root", "readonly_path": "build_root", "mask_path": "build_root",
     "remount_root_readonly": "build_root", "hostname": "build_root", "workdir": "build_root",
+    "mount_point": "build_root",
     "mknod": "build_dev_template", "symlink": "build_dev_template",
     "pivot_root": "inside_main", "root_propagation": "switch_root", "exec": "inside_wait",
 }

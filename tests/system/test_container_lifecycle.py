@@ -6,6 +6,7 @@ Every test works under its own tmp dir; the cleanup kills what it started by the
 RUN/pid and RUN/monitor and removes the containers.
 """
 import os
+import subprocess
 
 import pytest
 
@@ -261,5 +262,24 @@ def test_ten_containers_in_parallel(tmp_path, rootfs):
         assert os.listdir(os.path.join(spec["state_dir"], "containers")) == []
         assert sorted(os.listdir(spec["run_dir"])) == sorted(h + ".lock" for h in hosts)
         assert L.mounts_under(str(tmp_path)) == []
+    finally:
+        L.kill_all(spec["state_dir"], spec["run_dir"])
+
+
+@pytest.mark.parametrize("overlay", [True, False], ids=["overlay", "directory"])
+def test_started_from_a_rootfs_without_proc_under_a_read_only_root(tmp_path, rootfs, overlay):
+    """Many images (busybox's) ship no /proc: its mount point is made while the root is
+    still writable, since the process's /proc is mounted only at start."""
+    bare = str(tmp_path / "bare")
+    subprocess.run(["cp", "-a", rootfs, bare], check=True)
+    subprocess.run(["rm", "-rf", os.path.join(bare, "proc")], check=True)
+    spec = L.make_spec(tmp_path, bare)
+    spec["rootfs"] = {"path": bare, "overlay": overlay, "readonly": True}
+    try:
+        first = started(tmp_path, spec)
+        with open("/proc/%d/mountinfo" % first["container"]["pid"]) as f:
+            assert any(line.split()[4] == "/proc" for line in f)
+        again = play(tmp_path, L.task(spec, "started"))[0]
+        assert again["changed"] is False
     finally:
         L.kill_all(spec["state_dir"], spec["run_dir"])

@@ -251,3 +251,15 @@ def test_up_from_another_spec_is_refused_while_running(kept, make_container, tmp
     assert result.returncode == 1 and "stop it first" in result.stderr, result.stderr
     assert container.running()
     down(container)
+
+
+def test_start_from_a_rootfs_without_proc_under_a_read_only_root(kept, copy_rootfs):
+    """`up` makes the /proc mount point while the root is writable: `start` mounts the
+    process's /proc when the root is read-only already."""
+    bare = copy_rootfs()
+    subprocess.run(["rm", "-rf", os.path.join(bare, "proc")], check=True)
+    container = kept(rootfs={"path": bare, "readonly": True}, process=POLITE)
+    started(container)
+    look = container.sh("exec", "cat", "/proc/1/cmdline")
+    assert look.returncode == 0 and look.stdout.startswith("sh\0-c\0"), look.stderr
+    down(container)

@@ -30,7 +30,8 @@ PLAN_VERSION = 1
 
 # Step kinds, in the order a reader meets them. Each back-end has one handler per kind.
 STEP_KINDS = (
-    "unpack_layer", "write_file", "copy_file", "make_dir", "namespaces", "mount_rootfs", "mount", "cgroup",
+    "unpack_layer", "write_file", "copy_file", "make_dir", "namespaces", "mount_rootfs", "mount_point", "mount",
+    "cgroup",
     "mknod", "symlink", "hostname", "workdir", "remount_readonly", "readonly_path", "mask_path",
     "remount_root_readonly", "pivot_root", "root_propagation", "exec",
 )
@@ -224,6 +225,14 @@ def _spec_mounts(spec):
     return steps
 
 
+def _mount_points(mounts):
+    # A persistent container mounts its process's /proc only at start, when / is read-only
+    # already (runc makes every mount point before it turns / read-only): made beforehand.
+    return [_step("mount_point", "root", "%s: its mount point, made while / is writable (mounted "
+                  "when the process starts)" % step["target"], path=step["target"])
+            for step in mounts if step["at_start"] and step["create"] == "dir"]
+
+
 def _mount_step(mount):
     fstype = mount["type"]
     bind = fstype == "bind"
@@ -347,7 +356,7 @@ def _late_readonly(steps):
 
 def _creates_below(step, target):
     path = step.get("target") if step["op"] in ("mount", "cgroup") else step.get("path")
-    if step["op"] not in ("mount", "cgroup", "mknod", "symlink", "workdir") or not path:
+    if step["op"] not in ("mount", "cgroup", "mknod", "symlink", "workdir", "mount_point") or not path:
         return False
     return path.startswith(target.rstrip("/") + "/")
 
@@ -433,6 +442,7 @@ def build_plan(spec):
     steps += mounts
     steps += _devices(spec)
     steps += _hostname(spec)
+    steps += _mount_points(mounts)
     steps += _workdir(spec)
     steps += _late_readonly([s for s in steps if s["phase"] == "root"])
     steps += _harden(spec, mounts)
@@ -486,6 +496,7 @@ _DESCRIBERS = {
                                             " (if %s exists)" % s["if_exists"] if s["if_exists"] else ""),
     "hostname": lambda s: "hostname %s" % s["name"],
     "workdir": lambda s: "mkdir -p %s (if missing)" % s["path"],
+    "mount_point": lambda s: "mkdir -p %s (if missing: a mount point)" % s["path"],
     "remount_readonly": lambda s: "remount %s read-only (%s)" % (s["target"], _opts(s["options"])),
     "readonly_path": lambda s: "read-only %s (if it exists)" % s["path"],
     "mask_path": lambda s: "mask %s (if it exists)" % s["path"],

@@ -225,6 +225,10 @@ class RootSteps:
     def do_workdir(self, step):
         os.makedirs(self.target(step), 0o755)
 
+    # the mount point of a mount made at start (/proc): a directory made the same way
+    check_mount_point = check_workdir
+    do_mount_point = do_workdir
+
     # -- read-only and masked paths ------------------------------------------------
     def check_readonly_path(self, step):
         target = self.target(step)
