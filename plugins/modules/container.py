@@ -286,7 +286,11 @@ def load_raw_spec(module):
         return raw, os.path.dirname(os.path.abspath(params["spec_file"]))
     if params["spec"] is not None:
         return dict(params["spec"]), None
-    return {"rootfs": {"path": "/"}}, None  # absent by name only: paths come from the defaults
+    return dict(BY_NAME_ONLY), None
+
+
+# The spec of state=absent by name only: its paths come from the name and the dirs.
+BY_NAME_ONLY = {"rootfs": {"path": "/"}}
 
 
 def check_params(params):
@@ -314,9 +318,14 @@ def build_plan(module):
         plan = _plan.build_plan(_image_spec.load(raw, base_dir=base_dir))
     except SpecError:
         recorded = recorded_for_absent(params, raw)
-        if recorded is None:
+        if recorded is not None:
+            return recorded
+        if params["state"] != "absent" or not isinstance(raw.get("name"), str):
             raise
-        return recorded
+        # nothing recorded under that name: gone already, or never made; removing it by
+        # name needs no spec (a second absent after its image went is ok, not an error)
+        by_name = dict((key, raw[key]) for key in ("name", "state_dir", "run_dir") if raw.get(key))
+        plan = _plan.build_plan(_image_spec.load(dict(BY_NAME_ONLY, **by_name)))
     # whatever the spec validator allowed: the name and dirs every path is built from
     _host_steps.check_name(plan["name"])
     _host_steps.check_host_dir(os.path.dirname(os.path.dirname(plan["paths"]["state"])), "state_dir")

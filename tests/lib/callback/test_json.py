@@ -34,6 +34,10 @@ class CallbackModule(CallbackBase):
     def v2_playbook_on_task_start(self, task, is_conditional):
         self.plays[-1]["tasks"].append({"task": {"name": task.get_name()}, "hosts": {}})
 
+    def v2_playbook_on_handler_task_start(self, task):
+        # a handler's results are its own entry, not written over the task before it
+        self.v2_playbook_on_task_start(task, False)
+
     def _record(self, result, **extra):
         data = dict(result._result)
         data.update(extra)
