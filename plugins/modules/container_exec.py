@@ -19,6 +19,15 @@ description:
     skipped in check mode.
 author:
   - fromscratch.containerfs developers (@fromscratch)
+requirements:
+  - Linux, as root on the target
+  - Python 3.9 or later on the target
+  - The container's installed script runs the command, with C(/bin/sh) and util-linux
+    (C(nsenter) to join a running container, C(unshare) and C(pivot_root) otherwise)
+extends_documentation_fragment:
+  - fromscratch.containerfs._dirs.state_dir
+  - fromscratch.containerfs._attributes
+  - fromscratch.containerfs._attributes.actiongroup
 options:
   name:
     description: Container name.
@@ -53,24 +62,25 @@ options:
     description: Whether a newline is added to O(stdin).
     type: bool
     default: true
-  state_dir:
-    description: The state dir the container was set up with.
+  run_dir:
+    description:
+      - The run dir the container was set up with. Unset, the one its recorded plan names; given,
+        a container recorded with another run dir is refused.
+      - Set it for every module at once with C(module_defaults) for the group
+        C(group/fromscratch.containerfs.containerfs).
     type: path
-    default: /var/lib/containerfs
 attributes:
   check_mode:
     support: partial
     details: The command is not run in check mode; the task is skipped (V(changed) false,
       RV(rc) and the output are not returned), as M(ansible.builtin.command) without
       C(creates) or C(removes) is.
-    description: Skipped in check mode.
   diff_mode:
     support: none
-    description: Nothing to diff; the command's output is returned.
-  platform:
-    support: full
-    platforms: posix
-    description: Linux with util-linux (nsenter, unshare); runs as root.
+    details: Nothing to diff; the command's output is returned.
+  idempotent:
+    support: none
+    details: The command runs on every run, and the task always reports V(changed).
 seealso:
   - module: fromscratch.containerfs.container
   - module: fromscratch.containerfs.container_info
@@ -142,9 +152,9 @@ import shlex
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._errors import ContainerfsError
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._layout import DEFAULT_STATE_DIR
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _module_args
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import process as _process
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime.host_steps import recorded_plan
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime.host_steps import check_host_dir, recorded_plan
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.text import ENV_NAME_RE, USER_RE
 
 
@@ -181,6 +191,16 @@ def exec_args(params, argv):
     return args + ["--"] + argv
 
 
+def check_run_dir(plan, run_dir):
+    """A run_dir given must be the one the container was set up with (a module_defaults
+    entry for the group names the same dirs for every module)."""
+    if plan is None or run_dir is None:
+        return
+    recorded = os.path.normpath(os.path.dirname(plan["paths"]["run"]))
+    if check_host_dir(run_dir, "run_dir") != recorded:
+        raise ValueError("container %s was set up with run_dir %s, not %s" % (plan["name"], recorded, run_dir))
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -192,7 +212,8 @@ def main():
             user=dict(type="str"),
             stdin=dict(type="str"),
             stdin_add_newline=dict(type="bool", default=True),
-            state_dir=dict(type="path", default=DEFAULT_STATE_DIR),
+            state_dir=_module_args.host_dirs()["state_dir"],
+            run_dir=dict(type="path"),
         ),
         mutually_exclusive=[("argv", "command")],
         required_one_of=[("argv", "command")],
@@ -209,6 +230,7 @@ def main():
         if any("\0" in word for word in args):
             raise ValueError("a NUL byte cannot be passed to a command")
         plan = recorded_plan(params["state_dir"], params["name"])
+        check_run_dir(plan, params["run_dir"])
     except (ContainerfsError, ValueError) as exc:
         module.fail_json(msg=str(exc))
     if plan is None:

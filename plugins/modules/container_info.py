@@ -26,38 +26,29 @@ description:
     only while it sets the container up).
 author:
   - fromscratch.containerfs developers (@fromscratch)
+requirements:
+  - Linux, as root on the target (it enters each container's namespaces with C(setns) to read
+    its mount table)
+  - Python 3.9 or later on the target
+extends_documentation_fragment:
+  - fromscratch.containerfs._dirs
+  - fromscratch.containerfs._attributes
+  - fromscratch.containerfs._attributes.info_module
+  - fromscratch.containerfs._attributes.actiongroup
 options:
   name:
     description:
       - Container name. Without it, every container on the host is listed (RV(containers)).
     type: str
-  state_dir:
-    description: The state dir the container was set up with.
-    type: path
-    default: /var/lib/containerfs
-  run_dir:
-    description:
-      - The run dir scanned for containers without a recorded plan (a rendered script's
-        run). A container with a recorded plan is read from the run dir it was set up with.
-    type: path
-    default: /run/containerfs
   lock_timeout:
     description:
       - Seconds to wait for the container's lock (held by a run setting it up or removing
         it) before failing. The live state is read under a shared lock.
     type: int
     default: 60
-attributes:
-  check_mode:
-    support: full
-    description: Always read-only.
-  diff_mode:
-    support: N/A
-    description: Nothing changes, so there is nothing to diff.
-  platform:
-    support: full
-    platforms: posix
-    description: Linux; runs as root (it enters the container's namespaces to read).
+notes:
+  - O(run_dir) is scanned for containers without a recorded plan (a rendered script's C(run));
+    a container with a recorded plan is read from the run dir it was set up with.
 seealso:
   - module: fromscratch.containerfs.container
 """
@@ -220,7 +211,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _layout
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._errors import ContainerfsError
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._layout import DEFAULT_RUN_DIR, DEFAULT_STATE_DIR
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _module_args
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import applier as _applier
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import hostfs as _hostfs
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import mountinfo
@@ -235,8 +226,7 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             name=dict(type="str"),
-            state_dir=dict(type="path", default=DEFAULT_STATE_DIR),
-            run_dir=dict(type="path", default=DEFAULT_RUN_DIR),
+            **_module_args.host_dirs(),
             lock_timeout=dict(type="int", default=60),
         ),
         supports_check_mode=True,

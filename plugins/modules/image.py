@@ -10,7 +10,7 @@ version_added: "0.1.0"
 description:
   - Reads a container image that is already on the target (an OCI image layout, a
     C(docker save) archive, a root filesystem tarball or a directory) and unpacks its
-    layers into a content-addressed store, C(<store>/layers/sha256/<diff_id>/), where
+    layers into a content-addressed store, C(<state_dir>/layers/sha256/<diff_id>/), where
     every container and every image that uses a layer shares one copy.
   - Layer directories are ready to serve as overlayfs lower directories (whiteouts are
     0:0 character devices, opaque directories carry C(trusted.overlay.opaque=y)).
@@ -24,6 +24,16 @@ description:
     the target (copy it there, for example with M(ansible.builtin.copy)).
 author:
   - fromscratch.containerfs developers (@fromscratch)
+requirements:
+  - Linux, as root on the target (layers keep their owners, device nodes and extended
+    attributes such as C(trusted.overlay.opaque))
+  - Python 3.9 or later on the target
+  - The C(zstd) command or the Python C(zstandard) package for zstd-compressed layers
+extends_documentation_fragment:
+  - fromscratch.containerfs._dirs
+  - fromscratch.containerfs._registry
+  - fromscratch.containerfs._attributes
+  - fromscratch.containerfs._attributes.actiongroup
 options:
   name:
     description:
@@ -81,11 +91,8 @@ options:
     type: str
     default: present
     choices: [present, absent]
-  store:
-    description:
-      - Root directory of the image store.
-    type: path
-    default: /var/lib/containerfs
+  state_dir:
+    aliases: [store]
   flatten:
     description:
       - With O(state=present), also write the image as one flattened root filesystem
@@ -114,52 +121,24 @@ options:
         (for example the layers of an image removed while a container used it, or of a
         container's own source), after the import or removal asked for; listed in
         RV(pruned_layers).
-      - Alone (no O(name)), with just O(store), only prunes.
+      - Alone (no O(name)), with just O(state_dir), only prunes.
       - Also forgets the hashes the store keeps of image sources that changed or went.
     type: bool
     default: false
-  username:
-    description:
-      - User name for the registry of a C(docker://) O(source) (with O(password)).
-    type: str
-  password:
-    description:
-      - Password or token for O(username).
-    type: str
-  auth_file:
-    description:
-      - A containers-auth.json or docker config.json whose C(auths) give the registry
-        credentials (the most specific key wins).
-    type: path
-  ca_cert:
-    description:
-      - PEM CA certificate(s) to verify the registry's TLS certificate (default the system CAs).
-    type: path
-  validate_certs:
-    description:
-      - V(false) accepts any certificate and plain HTTP (local or self-signed registries).
-    type: bool
-    default: true
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Reads the source's metadata only (a rootfs tarball is hashed, read-only, to
       know its layer); writes nothing.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in C(--diff) mode).
     support: full
     details: Shows the image record before and after.
-  platform:
-    description: Target OS/families that can be operated against.
-    support: full
-    platforms: posix
   idempotent:
-    description: When run twice in a row outside check mode, with the same arguments, the second
-      invocation indicates no change.
     support: full
     details: A second run with the same source reports no change and reads no layer.
 notes:
+  - O(run_dir) is not used (it is taken so that C(module_defaults) for the group can set it
+    for every module).
   - Run as root; layers keep their owners, setuid bits, device nodes and file
     capabilities. In a user namespace device nodes are skipped with a warning.
   - Directories a layer does not list are created with mode 0755, owned by root.
@@ -196,7 +175,7 @@ EXAMPLES = r"""
 
 - name: Remove an image and the layers nothing else uses
   fromscratch.containerfs.image:
-    name: busybox
+    name: debian-minbase
     state: absent
 
 - name: Use the stored image by name in a container (the source is not read again)
@@ -296,6 +275,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import hostfs as _hostfs
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _layout
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _module_args
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.errors import (
     ImageError, ImageInputError,
 )
@@ -317,7 +297,7 @@ def run_module(module):
     p = module.params
     if p["name"] is None and not p["prune"]:
         raise ImageInputError("name is required (unless prune: true is given alone)")
-    store = ImageStore(p["store"])
+    store = ImageStore(p["state_dir"])
     result = {"changed": False}
     if p["name"] is not None:
         result = _present(module, store) if p["state"] == "present" else _absent(module, store)
@@ -415,6 +395,7 @@ def _occupied(path):
 def main():
     spec = dict(IMAGE_ARGUMENT_SPEC, required_together=[("username", "password")])
     spec["argument_spec"] = dict(IMAGE_ARGUMENT_SPEC["argument_spec"], **_registry.REGISTRY_ARGUMENT_SPEC)
+    spec["argument_spec"].update(_module_args.host_dirs(state_dir={"aliases": ["store"]}))
     module = AnsibleModule(supports_check_mode=True, **spec)
     try:
         module.exit_json(**run_module(module))
@@ -422,7 +403,7 @@ def main():
         module.fail_json(msg=str(exc))
     except OSError as exc:
         module.fail_json(msg="image store %s: %s: %s" % (
-            module.params["store"], exc.filename or "", exc.strerror or exc))
+            module.params["state_dir"], exc.filename or "", exc.strerror or exc))
 
 
 if __name__ == "__main__":

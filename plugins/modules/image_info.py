@@ -9,7 +9,7 @@ short_description: List the images of a host's image store, or one of them
 version_added: "0.1.0"
 description:
   - Lists the images imported into an image store by M(fromscratch.containerfs.image) (the
-    records C(<store>/images/*.json)), each with its digests, platform, size, layers and the
+    records C(<state_dir>/images/*.json)), each with its digests, platform, size, layers and the
     containers that use it, as C(containers.podman.podman_image_info) does for podman.
   - A container uses an image when its reference in the store (C(containers/<name>/image.json),
     or C(refs/container-<name>-<key>.json) for a container whose state dir is elsewhere)
@@ -17,6 +17,14 @@ description:
   - Read-only; takes no lock.
 author:
   - fromscratch.containerfs developers (@fromscratch)
+requirements:
+  - Linux (it reads the store's files only; no root needed where they are readable)
+  - Python 3.9 or later on the target
+extends_documentation_fragment:
+  - fromscratch.containerfs._dirs
+  - fromscratch.containerfs._attributes
+  - fromscratch.containerfs._attributes.info_module
+  - fromscratch.containerfs._attributes.actiongroup
 options:
   name:
     description:
@@ -24,22 +32,11 @@ options:
       - A name the store does not hold is left out of RV(images) (no failure).
     type: list
     elements: str
-  store:
-    description:
-      - Root directory of the image store.
-    type: path
-    default: /var/lib/containerfs
-attributes:
-  check_mode:
-    support: full
-    description: Always read-only.
-  diff_mode:
-    support: N/A
-    description: Nothing changes, so there is nothing to diff.
-  platform:
-    support: full
-    platforms: posix
-    description: Any POSIX host; reads files only.
+  state_dir:
+    aliases: [store]
+notes:
+  - O(run_dir) is not used (it is taken so that C(module_defaults) for the group can set it
+    for every module).
 seealso:
   - module: fromscratch.containerfs.image
 """
@@ -138,7 +135,8 @@ images:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.errors import ImageError
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.store import DEFAULT_ROOT, ImageStore
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _module_args
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.store import ImageStore
 
 
 def describe(store, name, record, references):
@@ -173,9 +171,9 @@ def list_images(store, names=None):
 def main():
     module = AnsibleModule(
         argument_spec=dict(name=dict(type="list", elements="str"),
-                           store=dict(type="path", default=DEFAULT_ROOT)),
+                           **_module_args.host_dirs(state_dir={"aliases": ["store"]})),
         supports_check_mode=True)
-    store = ImageStore(module.params["store"])
+    store = ImageStore(module.params["state_dir"])
     try:
         module.exit_json(changed=False, images=list_images(store, module.params["name"]))
     except ImageError as exc:

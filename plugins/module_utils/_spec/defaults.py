@@ -50,6 +50,8 @@ DEFAULT_DEV_SYMLINKS = (
     {"path": "/dev/core", "link_to": "/proc/kcore", "if_exists": "/proc/kcore"},
 )
 
+SPEC_VERSION = 1
+
 DEFAULT_NAMESPACES = ("pid", "net", "ipc", "uts", "mount")
 NAMESPACE_TYPES = ("mount", "uts", "ipc", "pid", "net", "cgroup")
 NAMESPACE_ALIASES = {"network": "net", "mnt": "mount"}
@@ -58,3 +60,7 @@ DEFAULT_ENV = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 ROOT_PROPAGATIONS = ("private", "rprivate", "slave", "rslave", "shared", "rshared", "unbindable",
                      "runbindable")
 VOLUME_PROPAGATIONS = ROOT_PROPAGATIONS
+VOLUME_TYPES = ("bind", "tmpfs")
+DEVICE_TYPES = ("c", "b", "p")
+DEVICE_TYPE_ALIASES = {"u": "c"}   # as mknod(1): an unbuffered character device
+IMAGE_FORMATS = ("auto", "oci", "docker-archive", "tarball", "dir")

@@ -9,12 +9,13 @@ import copy
 import os
 
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import mountopts
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import fields as _fields
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.defaults import (
-    DEFAULT_DEVICES, RUNC_DEFAULT_MOUNTS, VOLUME_PROPAGATIONS)
+    DEFAULT_DEVICES, DEVICE_TYPE_ALIASES, DEVICE_TYPES, RUNC_DEFAULT_MOUNTS, VOLUME_PROPAGATIONS, VOLUME_TYPES)
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.text import (
     MAX_ID, MAX_MAJOR, MAX_MINOR, MODE_RE, OPTION_WORD_REFUSED, SIZE_RE, clean_path)
 
-MOUNT_FIELDS = ("target", "type", "source", "options")
+MOUNT_FIELDS = _fields.names("mounts")
 
 
 def check_mounts(c, spec):
@@ -67,20 +68,19 @@ def _check_options(c, where, options, propagation=None):
             propagation = word
 
 
-VOLUME_FIELDS = ("type", "source", "target", "readonly", "recursive", "propagation", "options",
-                 "size", "mode", "create")
+VOLUME_FIELDS = _fields.names("volumes")
 
 
 def check_volumes(c, spec, base_dir):
     out = []
     for where, item in c.items("volumes", spec.get("volumes") or [], VOLUME_FIELDS):
         kind = item.get("type", "bind" if "source" in item else "tmpfs")
-        if kind not in ("bind", "tmpfs"):
+        if kind not in VOLUME_TYPES:
             c.error(where + ".type", "must be 'bind' or 'tmpfs', got %r" % (kind,))
             continue
         if c.path_field(where, item, "target") is None:
             continue
-        volume = {"type": kind, "target": clean_path(item["target"]), "readonly": False,
+        volume = {"type": kind, "target": clean_path(item["target"]), "readonly": _fields.default("volumes.readonly"),
                   "options": c.string_list(where + ".options", item.get("options"),
                                            refuse=OPTION_WORD_REFUSED)}
         if "readonly" in item and c.typed(where + ".readonly", item["readonly"], (bool,), "a boolean"):
@@ -117,10 +117,10 @@ def _check_bind_volume(c, where, item, volume, base_dir):
             source = os.path.normpath(os.path.join(base_dir or "/", source))
             if c.text(where + ".source", source, why=" (in the spec file's directory)"):
                 volume["source"] = source
-    volume["recursive"] = True
+    volume["recursive"] = _fields.default("volumes.recursive")
     if "recursive" in item and c.typed(where + ".recursive", item["recursive"], (bool,), "a boolean"):
         volume["recursive"] = item["recursive"]
-    volume["create"] = False
+    volume["create"] = _fields.default("volumes.create")
     if "create" in item and c.typed(where + ".create", item["create"], (bool,), "a boolean"):
         volume["create"] = item["create"]
     volume["propagation"] = "rprivate"
@@ -158,7 +158,7 @@ def _check_tmpfs_volume(c, where, item, volume):
                         % mode)
 
 
-DEVICE_FIELDS = ("path", "type", "major", "minor", "mode", "uid", "gid")
+DEVICE_FIELDS = _fields.names("devices")
 
 
 def check_devices(c, spec):
@@ -186,12 +186,13 @@ def check_devices(c, spec):
 
 
 def _check_device_fields(c, where, item):
-    kind = item.get("type", "c")
-    if kind not in ("c", "b", "p", "u"):
+    kind = item.get("type", _fields.default("devices.type"))
+    if kind not in DEVICE_TYPES + tuple(DEVICE_TYPE_ALIASES):
         c.error(where + ".type", "must be 'c' (char), 'b' (block) or 'p' (fifo), got %r" % (kind,))
         return None
-    kind = "c" if kind == "u" else kind
-    device = {"type": kind, "major": 0, "minor": 0, "mode": "0666", "uid": 0, "gid": 0}
+    kind = DEVICE_TYPE_ALIASES.get(kind, kind)
+    device = dict({"major": 0, "minor": 0}, **_fields.defaults("devices"))
+    device["type"] = kind
     ok = True
     for key, maximum in (("major", MAX_MAJOR - 1), ("minor", MAX_MINOR - 1), ("uid", MAX_ID),
                          ("gid", MAX_ID)):

@@ -8,8 +8,9 @@ collects *every* error with the path of the field it concerns
 `SpecError`; on success it returns a normalised copy with every default filled in, so
 back-ends never guess. Where a spec is silent, the defaults of ``runc spec`` apply
 (_spec/defaults.py). The sections live by concern: rootfs.py (the rootfs and its image),
-mounts.py (mounts, volumes, devices, option words), this file (the rest); text.py says
-what text each place allows, checker.py collects the errors.
+mounts.py (mounts, volumes, devices, option words), this file (the rest); fields.py is
+the table of the fields (names, defaults, choices, and the descriptions ansible-doc shows),
+text.py says what text each place allows, checker.py collects the errors.
 
 Standard library only: the CLI and the modules on the targets both import it.
 Private to the collection; may change without notice.
@@ -20,9 +21,10 @@ import difflib
 # The host paths are the layout's; the spec defaults to them.
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._layout import DEFAULT_RUN_DIR, DEFAULT_STATE_DIR
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.checker import Checker
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import fields as _fields
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.defaults import (
     DEFAULT_ENV, DEFAULT_NAMESPACES, NAMESPACE_ALIASES, NAMESPACE_TYPES, RUNC_MASKED_PATHS,
-    RUNC_READONLY_PATHS)
+    RUNC_READONLY_PATHS, SPEC_VERSION)
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.errors import SpecError
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.mounts import (
     check_devices, check_mounts, check_volumes)
@@ -31,15 +33,12 @@ from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.text
     DNS_WORD_REFUSED, ENV_NAME_RE, MAX_ID, NAME_RE, USER_RE, check_structure, clean_path,
     is_hostname, key_text, looks_like_ip, type_name as _type_name)
 
-SPEC_VERSION = 1
-
 # ---------------------------------------------------------------------------------------
-# Field checks, one function per section. Each returns the normalised section.
+# Field checks, one function per section. Each returns the normalised section. The
+# fields each section allows are those of the table (_spec/fields.py).
 # ---------------------------------------------------------------------------------------
 
-TOP_FIELDS = ("version", "name", "hostname", "rootfs", "namespaces", "mounts", "volumes",
-              "devices", "etc", "dns", "masked_paths", "add_masked_paths", "readonly_paths",
-              "add_readonly_paths", "process", "state_dir", "run_dir")
+TOP_FIELDS = _fields.names()
 
 
 def _check_name(c, spec):
@@ -68,7 +67,7 @@ def _check_hostname(c, spec, namespaces):
     return hostname
 
 
-NAMESPACE_FIELDS = ("type", "path")
+NAMESPACE_FIELDS = _fields.names("namespaces")
 
 
 def _check_namespaces(c, spec):
@@ -106,14 +105,14 @@ def _check_namespaces(c, spec):
     return sorted(out, key=lambda n: NAMESPACE_TYPES.index(n["type"]))
 
 
-ETC_FIELDS = ("hosts", "hostname", "resolv_conf", "extra_hosts")
-EXTRA_HOST_FIELDS = ("address", "names")
-DNS_FIELDS = ("nameservers", "search", "options")
+ETC_FIELDS = _fields.names("etc")
+EXTRA_HOST_FIELDS = _fields.names("etc.extra_hosts")
+DNS_FIELDS = _fields.names("dns")
 
 
 def _check_etc(c, spec):
     etc = c.fields("etc", spec.get("etc"), ETC_FIELDS)
-    out = {"hosts": True, "hostname": True, "resolv_conf": True, "extra_hosts": []}
+    out = _fields.defaults("etc")
     for key in ("hosts", "hostname", "resolv_conf"):
         if key in etc and c.typed("etc." + key, etc[key], (bool,), "a boolean"):
             out[key] = etc[key]
@@ -162,12 +161,12 @@ def _check_paths(c, spec, key, add_key, defaults):
     return out
 
 
-PROCESS_FIELDS = ("args", "env", "cwd", "user")
+PROCESS_FIELDS = _fields.names("process")
 
 
 def _check_process(c, spec):
     process = c.fields("process", spec.get("process"), PROCESS_FIELDS)
-    out = {"args": ["sh"], "env": list(DEFAULT_ENV), "cwd": "/", "uid": 0, "gid": 0}
+    out = dict(_fields.defaults("process"), env=list(DEFAULT_ENV), uid=0, gid=0)
     if "args" in process:
         args = c.string_list("process.args", process["args"], free=True)
         if not args and isinstance(process["args"], list):
