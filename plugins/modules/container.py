@@ -23,17 +23,26 @@ description:
   - The same spec renders into a standalone shell script with C(scripts/containerfs render).
 author:
   - fromscratch.containerfs developers (@fromscratch)
+requirements:
+  - Linux, as root on the target
+  - Python 3.9 or later on the target
+  - util-linux (C(unshare), C(nsenter), C(mount), C(umount), C(pivot_root); C(setpriv) for a
+    C(process.user) other than root), coreutils or busybox, and C(/bin/sh), which the installed
+    script runs with to start, stop and supervise the process
+  - overlayfs in the kernel for an image rootfs or C(rootfs.overlay=true)
+  - The C(zstd) command or the Python C(zstandard) package for zstd-compressed image layers
+  - systemd only to supervise the process under a unit (where systemd is pid 1)
+extends_documentation_fragment:
+  - fromscratch.containerfs._spec
+  - fromscratch.containerfs._dirs.spec_overrides
+  - fromscratch.containerfs._attributes
+  - fromscratch.containerfs._attributes.actiongroup
 options:
   name:
     description:
       - Container name. Overrides the name in the spec, the spec file or the bundle.
       - Required with O(state=absent) when no spec is given.
     type: str
-  spec:
-    description:
-      - The container spec (see C(docs/spec.md) in the collection). Paths must be absolute.
-      - Mutually exclusive with O(spec_file) and O(bundle).
-    type: dict
   spec_file:
     description:
       - Path on the target of a spec in YAML or JSON. Relative paths in it are relative to
@@ -43,16 +52,6 @@ options:
     description:
       - Path on the target of an OCI runtime bundle (C(config.json) and its root), read as
         C(runc run --bundle) does.
-    type: path
-  state_dir:
-    description:
-      - Where per-container state lives (generated C(/etc) files, overlay upper and work
-        dirs). Overrides the spec's C(state_dir); default there C(/var/lib/containerfs).
-    type: path
-  run_dir:
-    description:
-      - Where the pinned namespaces and the rootfs mount point live. Overrides the spec's
-        C(run_dir); default there C(/run/containerfs).
     type: path
   lock_timeout:
     description:
@@ -129,18 +128,17 @@ options:
 attributes:
   check_mode:
     support: full
-    description: Reports the steps that would run, and whether the process would start,
+    details: Reports the steps that would run, and whether the process would start,
       stop or restart, and changes nothing.
   diff_mode:
     support: full
-    description: Shows the steps to add (one line per mount, device, file) and the
+    details: Shows the steps to add (one line per mount, device, file) and the
       process's state before and after as a diff.
-  platform:
-    support: full
-    platforms: posix
-    description: Linux with util-linux (unshare, mount, umount); runs as root.
+  idempotent:
+    support: partial
+    details: A second run with the same spec reports no change, unless O(restart=true) or
+      O(recreate=true), which act on every run.
 notes:
-  - Needs root on the target, and util-linux's C(unshare) and C(mount).
   - The script is rendered on the controller by the module's action plugin, only when the
     installed one is missing or was rendered from another spec or version.
   - Where systemd is pid 1 (C(/run/systemd/system) exists), O(state=started) writes
@@ -258,6 +256,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _layout
+from ansible_collections.fromscratch.containerfs.plugins.module_utils import _module_args
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._errors import ContainerfsError
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._plan import plan as _plan
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import lifecycle as _lifecycle
@@ -315,7 +314,9 @@ def build_plan(module):
         if module.params[key]:
             raw[key] = module.params[key]
     try:
-        plan = _plan.build_plan(_image_spec.load(raw, base_dir=base_dir))
+        # a registry image is pulled into the store here (not in check mode, nor to remove)
+        pull = not module.check_mode and params["state"] != "absent"
+        plan = _plan.build_plan(_image_spec.load(raw, base_dir=base_dir, fetch_layers=pull))
     except SpecError:
         recorded = recorded_for_absent(params, raw)
         if recorded is not None:
@@ -365,8 +366,7 @@ def main():
             spec=dict(type="dict"),
             spec_file=dict(type="path"),
             bundle=dict(type="path"),
-            state_dir=dict(type="path"),
-            run_dir=dict(type="path"),
+            **_module_args.spec_dir_overrides(),
             lenient=dict(type="bool", default=False),
             lock_timeout=dict(type="int", default=60),
             state=dict(type="str", choices=["present", "started", "stopped", "absent"], default="present"),

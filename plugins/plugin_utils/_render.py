@@ -22,6 +22,7 @@ import re
 import jinja2
 
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _errors, _layout
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import registry as _registry
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import mountopts
 
 GENERATOR = "fromscratch.containerfs"
@@ -29,8 +30,8 @@ TEMPLATE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.p
                             "scripts", "templates")
 # The macros of the step kinds, and the static parts (in TEMPLATE_DIR/sh) the skeleton uses.
 STEP_MACROS = "steps.j2"
-STATIC_PARTS = ("messages.sh", "paths.sh", "mounts.sh", "devices.sh", "layers.sh", "host.sh", "lifecycle.sh",
-                "pin.sh", "monitor.sh")
+STATIC_PARTS = ("messages.sh", "paths.sh", "mounts.sh", "devices.sh", "layers.sh", "registry.sh", "host.sh",
+                "lifecycle.sh", "pin.sh", "monitor.sh")
 
 # Steps that become lines of the fstab batch.
 BATCHED = ("mount", "cgroup", "mount_rootfs", "remount_readonly", "remount_root_readonly")
@@ -70,7 +71,9 @@ NS_FILES = {"mount": "mnt", "uts": "uts", "ipc": "ipc", "net": "net", "cgroup": 
 # What a plan may select code with: the script runs a decompressor named by the first and
 # picks how to read blobs by the second, so nothing else may reach it.
 LAYER_COMPRESSIONS = ("", "gzip", "zstd", "xz", "bzip2")
-IMAGE_FORMATS = ("oci", "docker-archive", "tarball", "dir")
+IMAGE_FORMATS = ("oci", "docker-archive", "tarball", "dir", "docker")
+# The format whose layer blobs the script fetches from a registry (sh/registry.sh).
+REGISTRY_FORMAT = "docker"
 
 # Control characters (C0, DEL, C1) and the Unicode line and paragraph separators: none may
 # stay raw in a comment line.
@@ -152,6 +155,23 @@ def layer_metadata(step):
         raise RenderError("layer %s: its metadata holds the time mark %r elsewhere" % (
             step["diff_id"], _layout.CREATED_AT_RUN_TIME))
     return text
+
+
+def registry_source(step):
+    """The words of `registry_source` (sh/registry.sh) for a layer step of a registry
+    image: the reference, the host the API answers on, the repository, the auth file's
+    keys that may hold its credentials (most specific first), the auth file, the CA
+    certificate and whether TLS is verified. The reference is split here, once, by the
+    parser the image store uses; the script parses no reference."""
+    try:
+        ref = _registry.parse_reference(step["source"])
+    except _errors.ContainerfsError as exc:
+        raise RenderError("layer %s: %s" % (step.get("diff_id"), exc))
+    registry = step.get("registry") or {}
+    words = [str(ref), ref.api_host, ref.repository, " ".join(_registry.auth_keys(ref)),
+             registry.get("auth_file") or "", registry.get("ca_cert") or "",
+             "false" if registry.get("tls_verify") is False else "true"]
+    return Escaped(" ".join(shell_quote(w) for w in words), "shell word")
 
 
 def _check_layer_steps(steps, paths):
@@ -273,6 +293,7 @@ def _environment(template_dir):
     env.filters["comment"] = comment_text
     env.filters["word"] = word
     env.filters["metadata"] = lambda step: shell_quote(layer_metadata(step))
+    env.filters["registry_source"] = registry_source
     return env
 
 
@@ -399,6 +420,7 @@ def render_script(plan, version="0.0.0", template_dir=TEMPLATE_DIR):
         "device_template": plan["paths"]["dev_template"] if device_steps else None,
         "needs": _needed_commands(steps),
         "layer_steps": [s for s in steps if s["op"] == "unpack_layer"],
+        "registry_steps": [s for s in steps if s["op"] == "unpack_layer" and s["format"] == REGISTRY_FORMAT],
         "dev_is_fresh_tmpfs": _dev_is_fresh_tmpfs(steps),
         # lower dirs that must exist already (image layers are unpacked by the script)
         "rootfs_lower": [l for s in steps if s["op"] == "mount_rootfs" and s["kind"] == "overlay"
@@ -449,6 +471,10 @@ def _needed_commands(steps):
     if layers:
         needs += ["cat", "tar", "sha256sum", "find", "setfattr", "mknod", "mv", "rm", "date"]
         needs += [s["compression"] for s in layers if s["compression"]]
+    if any(s["format"] == REGISTRY_FORMAT for s in layers):
+        # sh/registry.sh; curl or wget (and base64 for a username/password auth entry)
+        # are looked for when a blob is fetched: a host needs only one of them
+        needs += ["awk", "sed", "tail", "tr", "wc"]
     return sorted(set(needs))
 
 

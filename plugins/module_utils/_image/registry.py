@@ -100,6 +100,12 @@ class Reference:
     def name(self):
         return "%s/%s" % (self.host, self.repository)
 
+    @property
+    def image_name(self):
+        """The store's name for an image pulled by this reference unless told otherwise:
+        the reference without its transport (containerfs pull, a spec's docker:// source)."""
+        return str(self)[len(TRANSPORT):]
+
     def __str__(self):
         text = self.name
         if self.tag:
@@ -221,7 +227,7 @@ def auth_file_credentials(path, ref):
     if not isinstance(auths, dict):
         return None
     keyed = dict((_auth_key(k), v) for k, v in auths.items())
-    for key in _auth_candidates(ref):
+    for key in auth_keys(ref):
         entry = keyed.get(key)
         if isinstance(entry, dict):
             creds = _entry_credentials(entry, path, key)
@@ -238,7 +244,9 @@ def _auth_key(key):
     return key.lower() if "/" not in key else key.split("/", 1)[0].lower() + "/" + key.split("/", 1)[1]
 
 
-def _auth_candidates(ref):
+def auth_keys(ref):
+    """The keys of an auth file that may hold `ref`'s credentials, most specific first
+    (normalised as _auth_key does; the generated script looks them up the same way)."""
     parts = ref.repository.split("/")
     out = ["%s/%s" % (ref.host, "/".join(parts[:n])) for n in range(len(parts), 0, -1)]
     out.append(ref.host)

@@ -435,7 +435,7 @@ def layer_opener(image, layers=None):
         yield lambda layer: open(image["source"], "rb", buffering=0)
         return
     if image["format"] == _source_registry.FORMAT:
-        fs = _source_registry.open_registry(image)
+        fs = _source_registry.open_registry(image, image.get("registry"))
         if not layers:
             yield lambda layer: fs.open(layer["path"])
             return

@@ -45,7 +45,8 @@ from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.sou
 DEFAULT_ROOT = _layout.DEFAULT_STATE_DIR  # the store is the state dir unless told otherwise
 RECORD_SCHEMA = 1
 # The argument spec of the image module, beside the model it feeds (the CLI reuses the
-# format list): options and their rules in one place.
+# format list): options and their rules in one place. The store's directory is the
+# module's state_dir (alias store), which every module takes (_module_args.host_dirs).
 IMAGE_ARGUMENT_SPEC = {
     "argument_spec": {
         "name": {"type": "str"},
@@ -55,7 +56,6 @@ IMAGE_ARGUMENT_SPEC = {
         "digest": {"type": "str"},
         "platform": {"type": "str"},
         "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
-        "store": {"type": "path", "default": DEFAULT_ROOT},
         "keep_layers": {"type": "bool", "default": False},
         "force": {"type": "bool", "default": False},
         "prune": {"type": "bool", "default": False},
@@ -378,7 +378,7 @@ class ImageStore:
             st = os.stat(source)
             stat_info = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino,
                          "dev": st.st_dev}
-        return {
+        record = {
             "schema": RECORD_SCHEMA, "name": name, "format": image["format"],
             "manifest_digest": image["manifest_digest"],
             "config_digest": image["config_digest"], "platform": image["platform"],
@@ -388,6 +388,12 @@ class ImageStore:
             "source": dict({"path": source, "stat": stat_info},
                            **({"digest": image["top_digest"]} if image.get("top_digest") else {})),
         }
+        if image.get("top_digest"):
+            # a registry's blobs, bottom first: a spec naming this reference is planned
+            # from the record (no network), and a back-end fetches a missing layer by them
+            record["blobs"] = [{"digest": layer["digest"], "size": layer["size"], "media_type": layer["media_type"],
+                                "compression": layer["compression"] or ""} for layer in image["layers"]]
+        return record
 
     def identity(self, record):
         """The part of a record that says which image it is (what `changed` compares)."""
@@ -461,11 +467,12 @@ class ImageStore:
                 "warnings": []}
 
     def add_layer(self, source, format, blob, digest, size, diff_id, compression=None,
-                  media_type=None, progress=None, index=0):
+                  media_type=None, progress=None, index=0, registry=None):
         """Verify and unpack layer `index` of the image at `source` into the store, unless
         it is there already (the container applier's way in: its plan lists the layers).
-        Asked under the lock: a collection holds it from reading references to deleting."""
-        image = {"source": os.path.abspath(source), "format": format}
+        Asked under the lock: a collection holds it from reading references to deleting.
+        `registry`: registry.RegistryOptions for a docker:// source."""
+        image = {"source": source_path(source), "format": format, "registry": registry}
         layer = {"path": blob, "digest": digest, "size": size, "diff_id": diff_id,
                  "compression": compression, "media_type": media_type}
         with self._locked():

@@ -124,7 +124,9 @@ def _image_layers(spec, paths):
             "whiteouts as overlayfs wants them", source=image["source"], format=resolved["format"],
             blob=layer["path"], digest=layer["digest"], size=layer["size"],
             diff_id=layer["diff_id"], compression=layer["compression"] or "",
-            media_type=layer.get("media_type"), dest=layer_dir(image["store"], layer["diff_id"])))
+            media_type=layer.get("media_type"), dest=layer_dir(image["store"], layer["diff_id"]),
+            # a registry source: how to reach it (auth file, CA, TLS), no credentials
+            **({"registry": dict(image["registry"])} if image.get("registry") else {})))
     return steps
 
 

@@ -196,11 +196,15 @@ class HostSteps:
         if self.check_mode:
             return not store.has_layer(step["diff_id"])
         index, self.layer_index = self.layer_index, self.layer_index + 1
+        registry = None
+        if step.get("registry"):
+            from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import registry as _spec_registry
+            registry = _spec_registry.options_of(step["registry"])
         try:
             got = store.add_layer(
                 step["source"], step["format"], step["blob"], digest=step["digest"],
                 size=step["size"], diff_id=step["diff_id"], compression=step["compression"] or None,
-                media_type=step.get("media_type"), index=index)
+                media_type=step.get("media_type"), index=index, registry=registry)
         except _image_store.ImageError as exc:
             raise ApplyError(str(exc), step=describe_step(step))
         return bool(got.get("added"))

@@ -7,7 +7,26 @@ for blobs whose digest or diff_id the source does not record, which are hashed o
 image store keeps those hashes, with the size, mtime, ctime and inode of the file they
 came from, and an unchanged file is not read again) and returns (raw spec, resolved).
 With ``rootfs.image.name`` the image is the store's record of that name and its verified
-layers: no source is read (nor needed). In both cases:
+layers: no source is read (nor needed).
+
+A registry source (``docker://HOST[:PORT]/REPO[:TAG|@DIGEST]``, with the registry fields
+of _spec.registry) is resolved to a manifest digest, which the plan pins: every back-end
+fetches the layer blobs by their digests and verifies them. The pull policy says when
+the registry is asked:
+
+- ``pull: missing`` (the default): an image the store holds for this exact reference
+  (and platform), with all its layers, is used as recorded: no network at all, so a
+  no-op converge never reaches the registry;
+- ``pull: always``: the tag is resolved again; a tag moved to another digest gives
+  another plan.
+
+When the registry is asked, ``fetch_layers=True`` (the container module, out of check
+mode: the Python back-end, which uses the layers next) pulls the image into the store
+(ImageStore.pull: layers already stored are never downloaded again; the record is named
+after the reference, as ``containerfs pull`` names it); ``fetch_layers=False`` (render,
+plan, validate, check mode) reads only the manifest and config and writes nothing.
+
+In every case:
 
 - `resolved` holds the ordered layers (digest, size, diff_id, compression, where the blob
   is) and the manifest and config digests. It is internal: `load` hands it to
@@ -32,10 +51,15 @@ from ansible_collections.fromscratch.containerfs.plugins.module_utils._image imp
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _layout
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import registry as _registry
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import source as _image_source
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import source_registry as _source_registry
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import store as _image_store
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.errors import ImageError
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._layout import DEFAULT_STATE_DIR
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.defaults import DEFAULT_ENV
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.platforms import (
+    host_platform, parse_platform, platform_rank,
+)
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import registry as _spec_registry
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.errors import SpecError
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.rootfs import (
     IMAGE_FIELDS, IMAGE_FORMATS, IMAGE_NAME_RE, LAYER_FIELDS, SOURCE_ONLY_FIELDS,
@@ -44,10 +68,11 @@ from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.text
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.validate import load_spec
 
 
-def with_image(raw, base_dir=None):
+def with_image(raw, base_dir=None, fetch_layers=False):
     """Return (raw spec, resolved image): `raw` with the image defaults filled in (a copy)
     and what the image holds, or (`raw`, None) when it names no image the validator would
-    accept. Bad image input raises SpecError."""
+    accept. Bad image input raises SpecError. `fetch_layers`: a registry image that has to
+    be asked for is pulled into the store (see above)."""
     image = _image_of(raw)
     if image is None:
         return raw, None
@@ -55,12 +80,10 @@ def with_image(raw, base_dir=None):
     if image.get("name") is not None:
         meta, layers = _stored_image(store, image["name"])
         out_image = dict(image)
+    elif _registry.is_reference(image["source"]):
+        meta, layers = _registry_image(store, image, fetch_layers)
+        out_image = dict(image, source=meta["source"])
     else:
-        if _registry.is_reference(image["source"]):
-            # the plan unpacks layers from a source on the host: a registry is pulled first
-            raise SpecError([("rootfs.image.source", "%s is a registry reference: pull it into the store first "
-                              "(fromscratch.containerfs.image: {name: NAME, source: %s}, or scripts/containerfs "
-                              "pull) and name it here with rootfs.image.name" % (image["source"], image["source"]))])
         source = os.path.normpath(os.path.join(base_dir or os.getcwd(), image["source"]))
         try:
             meta = _image_source.resolve(source, format=image.get("format") or "auto",
@@ -79,6 +102,86 @@ def with_image(raw, base_dir=None):
     if image.get("name") is not None:
         resolved["source"] = meta["source"]
     return out, resolved
+
+
+def _registry_image(store, image, fetch_layers):
+    """(metadata like resolve's, layers) of a registry image, by the pull policy: the
+    store's record of this reference, else the registry's answer (pulled into the store
+    with `fetch_layers`). Registry errors name the reference and the HTTP status."""
+    try:
+        ref = _registry.parse_reference(image["source"], tag=image.get("tag"), digest=image.get("digest"))
+    except ImageError as exc:
+        raise SpecError([("rootfs.image.source", str(exc))])
+    try:
+        platform = image.get("platform")
+        record = None
+        if (image.get("pull") or _spec_registry.DEFAULT_PULL) == "missing":
+            record = _recorded_pull(store, ref, platform)
+        if record is None and fetch_layers:
+            record = store.pull(ref.image_name, str(ref), platform=platform,
+                                registry=_spec_registry.options_of(image))["image"]
+        if record is not None:
+            meta = {"manifest_digest": record.get("manifest_digest"), "config_digest": record.get("config_digest"),
+                    "config": record.get("config"), "rootfs": None,
+                    "layers": [dict(blob, diff_id=diff_id)
+                               for blob, diff_id in zip(record["blobs"], record["layers"])]}
+        else:
+            meta = _image_source.resolve(str(ref), platform=platform, registry=_spec_registry.options_of(image))
+    except ImageError as exc:
+        raise SpecError([("rootfs.image.source", str(exc))])
+    except OSError as exc:
+        raise SpecError([("rootfs.image.source", "%s: the image store %s: %s" % (ref, store.root, exc))])
+    meta.update(format=_source_registry.FORMAT, source=str(ref))
+    layers = [_registry_layer(layer) for layer in meta["layers"]]
+    return meta, layers
+
+
+def _registry_layer(layer):
+    """A layer of a registry image as the plan takes it, the same whether it came from
+    the registry's manifest or from the store's record (so both give one plan)."""
+    algo, hexpart = layer["digest"].split(":", 1)
+    return {"digest": layer["digest"], "size": layer.get("size"), "diff_id": layer["diff_id"],
+            "compression": layer.get("compression") or "", "path": "blobs/%s/%s" % (algo, hexpart),
+            "media_type": layer.get("media_type")}
+
+
+def _recorded_pull(store, ref, platform):
+    """The store's record of an image pulled from `ref` (that very reference, after
+    normalisation) for the platform asked (default this host's), whose layers are all
+    present and whose blobs are recorded; else None. The record named after the
+    reference is looked at first."""
+    wanted = parse_platform(platform) if platform else host_platform()
+    names = [ref.image_name] + [n for n in store.images() if n != ref.image_name]
+    for name in names:
+        try:
+            record = store.image(name)
+        except (ImageError, OSError):
+            continue
+        if _is_pull_of(record, ref) and _fits_platform(record.get("platform"), wanted, bool(platform)) \
+                and all(store.has_layer(d) for d in record.get("layers") or []):
+            return record
+    return None
+
+
+def _is_pull_of(record, ref):
+    if not isinstance(record, dict) or record.get("format") != _source_registry.FORMAT:
+        return False
+    blobs, layers = record.get("blobs"), record.get("layers")
+    if not (isinstance(blobs, list) and isinstance(layers, list) and len(blobs) == len(layers)
+            and all(isinstance(b, dict) and isinstance(b.get("digest"), str)
+                    and _registry.DIGEST_RE.fullmatch(b["digest"]) for b in blobs)):
+        return False       # pulled before records kept their blobs: ask the registry
+    try:
+        return _registry.parse_reference((record.get("source") or {}).get("path")) == ref
+    except ImageError:
+        return False
+
+
+def _fits_platform(recorded, wanted, explicit):
+    try:
+        return recorded is not None and platform_rank(parse_platform(recorded), wanted, explicit) is not None
+    except ImageError:
+        return False
 
 
 def _store_of(raw, image):
@@ -134,7 +237,7 @@ def _image_of(raw):
     if not isinstance(image, dict) or set(image) - set(IMAGE_FIELDS):
         return None
     if not all(value is None or isinstance(value, str) and bad_char(value) is None
-               for value in image.values()):
+               or key == "tls_verify" and isinstance(value, bool) for key, value in image.items()):
         return None
     if image.get("name") is not None:
         clean = IMAGE_NAME_RE.fullmatch(image["name"]) and ".." not in image["name"].split("/")
@@ -237,8 +340,8 @@ def _target_of(item):
     return target.rstrip("/") if isinstance(target, str) else None
 
 
-def load(raw, base_dir=None):
+def load(raw, base_dir=None, fetch_layers=False):
     """The whole spec loader every entry point uses: read the image a spec names, then
-    validate and normalise (see _spec.load_spec)."""
-    raw, resolved = with_image(raw, base_dir)
+    validate and normalise (see _spec.load_spec). `fetch_layers`: see with_image."""
+    raw, resolved = with_image(raw, base_dir, fetch_layers)
     return load_spec(raw, base_dir=base_dir, resolved_image=resolved)

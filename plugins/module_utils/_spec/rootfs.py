@@ -10,15 +10,19 @@ import os
 import re
 
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._layout import DEFAULT_STATE_DIR
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.defaults import ROOT_PROPAGATIONS
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import fields as _fields
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import registry as _spec_registry
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.defaults import IMAGE_FORMATS, ROOT_PROPAGATIONS
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.text import bad_char, is_digest, is_relative_path
 
-ROOTFS_FIELDS = ("path", "image", "overlay", "readonly", "propagation")
-IMAGE_FIELDS = ("name", "source", "format", "tag", "digest", "platform", "store")
+ROOTFS_FIELDS = _fields.names("rootfs")
+IMAGE_FIELDS = _fields.names("rootfs.image")
 # What picks an image inside a source: the name form takes the stored image as imported.
-SOURCE_ONLY_FIELDS = ("format", "tag", "digest", "platform")
-IMAGE_FORMATS = ("auto", "oci", "docker-archive", "tarball", "dir")
+SOURCE_ONLY_FIELDS = ("format", "tag", "digest", "platform") + _spec_registry.REGISTRY_FIELDS
 RESOLVED_FIELDS = ("format", "manifest_digest", "config_digest", "rootfs", "layers", "source")
+# What an image was read from: a format of the spec's, or a registry (a docker:// source,
+# whose layer blobs a back-end fetches by digest)
+RESOLVED_FORMATS = IMAGE_FORMATS[1:] + ("docker",)
 LAYER_FIELDS = ("digest", "size", "diff_id", "compression", "path", "media_type")
 # The image store's names (_image.store.NAME_RE; the spec does not import the store)
 IMAGE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+/-]{0,254}")
@@ -39,9 +43,14 @@ def _check_image(c, image, state_dir, resolved):
                 "docker save archive, a rootfs tarball or a directory")
     elif c.text("rootfs.image.source", image["source"]):
         out["source"] = image["source"]
-    for key in SOURCE_ONLY_FIELDS:
+    for key in ("format", "tag", "digest", "platform"):
         if image.get(key) is not None and c.text("rootfs.image." + key, image[key], refuse=" ,#"):
             out[key] = image[key]
+    if out["name"] is None:
+        # a registry source: how its layers are fetched (absent for other sources)
+        registry = _spec_registry.check_registry(c, image, out["source"])
+        if registry is not None:
+            out["registry"] = registry
     if out["digest"] is not None and not is_digest(out["digest"]):
         c.error("rootfs.image.digest", "must be sha256:<64 hex digits>, got %r" % out["digest"])
     if out["format"] not in IMAGE_FORMATS:
@@ -86,7 +95,7 @@ def _check_image_name(c, image):
 def _resolved_ok(resolved):
     """The internal description of an image (from _image_spec) holds only what the plan
     can write safely: known words, digests, sizes and clean relative paths."""
-    if set(resolved) - set(RESOLVED_FIELDS) or resolved.get("format") not in IMAGE_FORMATS[1:]:
+    if set(resolved) - set(RESOLVED_FIELDS) or resolved.get("format") not in RESOLVED_FORMATS:
         return False
     source = resolved.get("source")
     if source is not None and not (isinstance(source, str) and bad_char(source) is None):
@@ -118,7 +127,7 @@ def check_rootfs(c, spec, base_dir, resolved_image):
     if "rootfs" not in spec:
         c.error("rootfs", "is required (rootfs.path: the directory to use as the container root, "
                 "or rootfs.image)")
-    out = {"path": None, "image": None, "overlay": False, "readonly": True, "propagation": None}
+    out = dict({"path": None, "image": None, "propagation": None}, **_fields.defaults("rootfs"))
     path = rootfs.get("path")
     if rootfs.get("image") is not None:
         state_dir = spec.get("state_dir", DEFAULT_STATE_DIR)

@@ -61,11 +61,13 @@ overlay_whiteouts() {
     done
 }
 
-# unpack_layer SOURCE FORMAT BLOB DIGEST DIFF_ID COMPRESSION DEST METADATA: verify a
-# layer (the blob's digest, then the diff_id of its content) and unpack it into the shared
-# store, once: a layer dir with its metadata was verified by an earlier run (or by the
-# image module, which keeps the same store). Nothing half-written stays: a temporary dir
-# is renamed into place.
+# unpack_layer SOURCE FORMAT BLOB DIGEST DIFF_ID COMPRESSION DEST METADATA [SIZE]: verify
+# a layer (the blob's digest, then the diff_id of its content) and unpack it into the
+# shared store, once: a layer dir with its metadata was verified by an earlier run (or by
+# the image module, which keeps the same store). Nothing half-written stays: a temporary
+# dir is renamed into place. Format docker: the blob (SIZE bytes) is first downloaded
+# from the registry of the last registry_source into a temporary file, checked, and read
+# from there.
 unpack_layer() {
     if [ -d "$7" ] && [ -f "$7.json" ]; then
         return 0
@@ -79,12 +81,18 @@ unpack_layer() {
         return 0
     fi
     say "verifying and unpacking layer $5"
+    CFS_BLOB_TEMP=
+    if [ "$2" = docker ]; then
+        CFS_BLOB_TEMP=$CFS_LAYER_TEMP-${7##*/}-$$.blob
+        registry_blob "$4" "$9" "$CFS_BLOB_TEMP"
+        set -- "$CFS_BLOB_TEMP" tarball '' "$4" "$5" "$6" "$7" "$8"
+    fi
     _sum=$(blob "$1" "$2" "$3" | "$T_sha256sum")
     [ "sha256:${_sum%% *}" = "$4" ] ||
-        die "layer ${3:-$1} of $1: digest sha256:${_sum%% *}, expected $4 (the image changed since this script was rendered?)"
+        layer_fail "layer ${3:-$1} of $1: digest sha256:${_sum%% *}, expected $4 (the image changed since this script was rendered?)"
     _sum=$(blob "$1" "$2" "$3" | decompress "$6" | "$T_sha256sum")
     [ "sha256:${_sum%% *}" = "$5" ] ||
-        die "layer ${3:-$1} of $1: uncompressed content sha256:${_sum%% *}, expected diff_id $5"
+        layer_fail "layer ${3:-$1} of $1: uncompressed content sha256:${_sum%% *}, expected diff_id $5"
     # the image store removes such leftovers of an interrupted run (this container's
     # name for them and the pid: unique among the runs sharing the store)
     _tmp=$CFS_LAYER_TEMP-${7##*/}-$$
@@ -94,11 +102,11 @@ unpack_layer() {
         --same-owner --same-permissions --xattrs --xattrs-include='*' \
         --xattrs-exclude='trusted.overlay.*' --xattrs-exclude='user.overlay.*'; then
         "$T_rm" -rf -- "$_tmp"
-        die "cannot unpack layer $5"
+        layer_fail "cannot unpack layer $5"
     fi
     if ! overlay_whiteouts "$_tmp"; then
         "$T_rm" -rf -- "$_tmp"
-        die "cannot unpack layer $5"
+        layer_fail "cannot unpack layer $5"
     fi
     # The image store's metadata, as JSON the renderer wrote (_layout's schema), with the
     # time of this unpack in place of the mark in its "created" (the first one in it).
@@ -111,5 +119,12 @@ unpack_layer() {
     fi
     "$T_mv" -- "$_tmp" "$7"
     "$T_mv" -- "$_tmp.json" "$7.json"
+    [ -z "$CFS_BLOB_TEMP" ] || "$T_rm" -f -- "$CFS_BLOB_TEMP"
     exec 6>&-
+}
+
+# layer_fail MESSAGE: a downloaded blob goes too, then stop with MESSAGE.
+layer_fail() {
+    [ -z "$CFS_BLOB_TEMP" ] || "$T_rm" -f -- "$CFS_BLOB_TEMP"
+    die "$1"
 }

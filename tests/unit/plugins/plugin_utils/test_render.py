@@ -350,8 +350,8 @@ def test_namespace_decisions_come_from_the_plan():
 # ---------------------------------------------------------------------------------------
 
 def test_every_static_part_lands_in_the_script_verbatim():
-    """A plan with devices and an image layer uses every part; each is copied whole."""
-    script = _render.render_script(layer_plan())
+    """A plan with devices and a registry image's layer uses every part; each is copied whole."""
+    script = _render.render_script(layer_plan(format="docker", source="docker://registry.example/team/app:1"))
     for name in _render.STATIC_PARTS:
         body = _render.static_part(_render.TEMPLATE_DIR, name)
         assert body.startswith("# ---") and body in script, name

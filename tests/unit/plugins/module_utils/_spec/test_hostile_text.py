@@ -40,6 +40,10 @@ def image_base():
     return {"name": "demo", "rootfs": {"image": {"source": "/srv/image"}}}
 
 
+def registry_image_base():
+    return {"name": "demo", "rootfs": {"image": {"source": "docker://registry.example/team/app:1"}}}
+
+
 def stored_image_base():
     return {"name": "demo", "rootfs": {"image": {"name": "busybox"}}}
 
@@ -91,6 +95,13 @@ FIELDS = {
                             {}, image_base),
     ("image", "store"): ("rootfs.image.store", "/var/lib/s", "rootfs.image.store", "path+,", {},
                          image_base),
+    ("image", "auth_file"): ("rootfs.image.auth_file", "/root/auth.json", "rootfs.image.auth_file", "path",
+                             {}, registry_image_base),
+    ("image", "ca_cert"): ("rootfs.image.ca_cert", "/etc/ca.pem", "rootfs.image.ca_cert", "path", {},
+                           registry_image_base),
+    ("image", "tls_verify"): ("rootfs.image.tls_verify", False, "rootfs.image.tls_verify", "other", {},
+                              registry_image_base),
+    ("image", "pull"): ("rootfs.image.pull", "always", "rootfs.image.pull", "word", {}, registry_image_base),
     ("namespaces", "type"): ("namespaces[0].type", "mount", "namespaces[0].type", "word",
                              {"namespaces": [{}]}, base),
     ("namespaces", "path"): ("namespaces[1].path", "/proc/1/ns/net", "namespaces[1].path", "path",
