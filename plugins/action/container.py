@@ -10,34 +10,14 @@ collection's templates and calls the module again with the script (`_script`). A
 converge is therefore one module call.
 """
 
-import json
-import os
-
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.fromscratch.containerfs.plugins.plugin_utils import _render
+from ansible_collections.fromscratch.containerfs.plugins.plugin_utils._version import collection_version
 
 MODULE = "fromscratch.containerfs.container"
-COLLECTION_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-VERSION_FALLBACK = "0.0.0"
 INTERNAL = ("_script", "_script_version")
-
-
-def collection_version(root=COLLECTION_ROOT):
-    """The collection's version: MANIFEST.json of an installed collection, else galaxy.yml
-    of a checkout (the same rule as scripts/containerfs)."""
-    try:
-        with open(os.path.join(root, "MANIFEST.json")) as f:
-            return str(json.load(f)["collection_info"]["version"])
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    try:
-        import yaml
-        with open(os.path.join(root, "galaxy.yml")) as f:
-            return str(yaml.safe_load(f).get("version", VERSION_FALLBACK))
-    except (OSError, ValueError, ImportError, AttributeError):
-        return VERSION_FALLBACK
 
 
 class ActionModule(ActionBase):

@@ -102,21 +102,18 @@ def pull_main(args, stderr=None, stdout=None):
     stderr = stderr or sys.stderr
     stdout = stdout or sys.stdout
     progress_bar = _progress_bar(args, stderr)
-    try:
+
+    def pull():
         ref = _registry.parse_reference(args.source)
-        name = args.name or str(ref)[len(_registry.TRANSPORT):]
-        result = _store.ImageStore(args.store).pull(
+        name = args.name or ref.image_name
+        return ref, name, _store.ImageStore(args.store).pull(
             name, str(ref), platform=args.platform, progress=progress_bar,
             registry=registry_options(args))
-    except ImageInputError as exc:
-        _end(progress_bar)
-        stderr.write("containerfs pull: %s\n" % exc)
-        return EXIT_INVALID
-    except (ContainerfsError, OSError) as exc:
-        _end(progress_bar)
-        stderr.write("containerfs pull: error: %s\n" % exc)
-        return EXIT_FAILURE
-    _end(progress_bar)
+
+    status, outcome = _attempt("pull", pull, progress_bar, stderr)
+    if status != EXIT_OK:
+        return status
+    ref, name, result = outcome
     image = result["image"]
     stdout.write("%s %s as %s (%s, %s, %d layer%s, %d new)\n" % (
         "pulled" if result["changed"] else "unchanged", ref, name, image["manifest_digest"],
@@ -164,20 +161,16 @@ def main(args, stderr=None, stdout=None):
     stderr = stderr or sys.stderr
     stdout = stdout or sys.stdout
     progress_bar = _progress_bar(args, stderr)
-    try:
+
+    def unpack():
         kw = {"registry": registry_options(args)} if _registry.is_reference(args.source) else {}
-        result = _unpack.unpack(args.source, args.dest, format=args.format, tag=args.tag,
-                                digest=args.digest, platform=args.platform,
-                                progress=progress_bar, store=args.store, name=args.name, **kw)
-    except ImageInputError as exc:
-        _end(progress_bar)
-        stderr.write("containerfs unpack: %s\n" % exc)
-        return EXIT_INVALID
-    except (ContainerfsError, OSError) as exc:
-        _end(progress_bar)
-        stderr.write("containerfs unpack: error: %s\n" % exc)
-        return EXIT_FAILURE
-    _end(progress_bar)
+        return _unpack.unpack(args.source, args.dest, format=args.format, tag=args.tag,
+                              digest=args.digest, platform=args.platform,
+                              progress=progress_bar, store=args.store, name=args.name, **kw)
+
+    status, result = _attempt("unpack", unpack, progress_bar, stderr)
+    if status != EXIT_OK:
+        return status
     for warning in result["warnings"]:
         stderr.write("containerfs unpack: warning: %s\n" % warning)
     stdout.write("unpacked %s (%s, %d layer%s%s) into %s\n" % (
@@ -187,6 +180,20 @@ def main(args, stderr=None, stdout=None):
     return EXIT_OK
 
 
-def _end(progress_bar):
+def _attempt(command, action, progress_bar, stderr):
+    """Run `action()` for `containerfs COMMAND`: (EXIT_OK, its result), or, when it fails,
+    the exit status (EXIT_INVALID for bad input, EXIT_FAILURE for anything else) and None,
+    its reason written on `stderr` in one line. The progress bar ends either way, so the
+    message starts on a line of its own."""
+    try:
+        outcome = (EXIT_OK, action())
+        message = None
+    except ImageInputError as exc:
+        outcome, message = (EXIT_INVALID, None), str(exc)
+    except (ContainerfsError, OSError) as exc:
+        outcome, message = (EXIT_FAILURE, None), "error: %s" % exc
     if progress_bar is not None:
         progress_bar.close()
+    if message is not None:
+        stderr.write("containerfs %s: %s\n" % (command, message))
+    return outcome

@@ -105,7 +105,7 @@ def action_args(args):
 
 
 def _version():
-    from ansible_collections.fromscratch.containerfs.plugins.action.container import collection_version
+    from ansible_collections.fromscratch.containerfs.plugins.plugin_utils._version import collection_version
     return collection_version()
 
 
