@@ -7,8 +7,10 @@ class ModuleDocFragment(object):
     """The host directories every module of the collection takes, with one name and one
     meaning each, so that one module_defaults entry for the action group sets them all."""
 
-    # Modules that find what is already there (defaults: _layout.DEFAULT_STATE_DIR, DEFAULT_RUN_DIR).
-    STATE_DIR = r"""
+    # Modules that find what is already there (defaults: _layout.DEFAULT_STATE_DIR, DEFAULT_RUN_DIR):
+    # DOCUMENTATION gives state_dir, RUN_DIR run_dir (each fragment one literal: ansible-test's
+    # yamllint reads them without evaluating Python).
+    DOCUMENTATION = r"""
 options:
   state_dir:
     description:
@@ -22,7 +24,8 @@ options:
     default: /var/lib/containerfs
 """
 
-    DOCUMENTATION = STATE_DIR + r"""
+    RUN_DIR = r"""
+options:
   run_dir:
     description:
       - The host's run dir, the one the containers were set up with. Each container's pinned

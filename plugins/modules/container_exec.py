@@ -25,7 +25,7 @@ requirements:
   - The container's installed script runs the command, with C(/bin/sh) and util-linux
     (C(nsenter) to join a running container, C(unshare) and C(pivot_root) otherwise)
 extends_documentation_fragment:
-  - fromscratch.containerfs._dirs.state_dir
+  - fromscratch.containerfs._dirs
   - fromscratch.containerfs._attributes
   - fromscratch.containerfs._attributes.actiongroup
 options:

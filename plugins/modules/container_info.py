@@ -32,6 +32,7 @@ requirements:
   - Python 3.9 or later on the target
 extends_documentation_fragment:
   - fromscratch.containerfs._dirs
+  - fromscratch.containerfs._dirs.run_dir
   - fromscratch.containerfs._attributes
   - fromscratch.containerfs._attributes.info_module
   - fromscratch.containerfs._attributes.actiongroup

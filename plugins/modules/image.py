@@ -31,6 +31,7 @@ requirements:
   - The C(zstd) command or the Python C(zstandard) package for zstd-compressed layers
 extends_documentation_fragment:
   - fromscratch.containerfs._dirs
+  - fromscratch.containerfs._dirs.run_dir
   - fromscratch.containerfs._registry
   - fromscratch.containerfs._attributes
   - fromscratch.containerfs._attributes.actiongroup
