@@ -5,6 +5,7 @@ answered on one table of cases each, and required to answer identically:
   make_target       <-> _applier._make_mount_point   (mount-point creation)
   inherited_flags   <-> _applier.lies_on_flags       (the flags of the mount a path lies on)
   live_pid          <-> process.live_pid             (the liveness rule: pid and start ticks)
+  cgroup_bind_source <-> _applier._v1_bind_source    (a v1 cgroup's directory under its mount)
 
 The shell functions are cut out of a rendered script (each is a top-level `name() {`
 ... `}` block) and run under dash, bash and busybox ash with a small prelude.
@@ -185,7 +186,6 @@ import json, os, subprocess, sys
 sys.path.insert(0, os.getcwd())
 from tests.lib import collection
 collection.register()
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import process as _process
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import root_steps as _applier
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import mountinfo as _mountinfo
 base, code, mounts, cases, shells = json.loads(sys.argv[1])
@@ -282,3 +282,69 @@ def test_live_pid_answers_alike(tmp_path, shell, processes):
     live = [name for name, pid in answers.items() if pid not in (None, "refused")]
     assert sorted(live) == sorted(["live", "live, started_at", "live, newline", "live, leading blanks",
                                    "live, odd third field"])
+
+
+# ---------------------------------------------------------------------------------------
+# cgroup_bind_source <-> _v1_bind_source
+# ---------------------------------------------------------------------------------------
+
+# In a private mount namespace: a tmpfs on /sys/fs/cgroup, then hierarchy "whole" as a
+# mount of a tree's top (root /... of its filesystem) and "sub" as a bind of a subtree, the
+# way a container without a cgroup namespace sees its parent's hierarchies; "stacked" has
+# two mounts at one point (the top one counts).
+CGROUP_HARNESS = r'''
+import json, os, subprocess, sys
+sys.path.insert(0, os.getcwd())
+from tests.lib import collection
+collection.register()
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import root_steps as _applier
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import mountinfo as _mountinfo
+base, code, shells = json.loads(sys.argv[1])
+def sh(*argv):
+    subprocess.run(argv, check=True)
+sh("mount", "-t", "tmpfs", "tmpfs", "/sys/fs/cgroup")
+tree = os.path.join(base, "tree")
+os.makedirs(os.path.join(tree, "a", "b", "c"))
+os.makedirs(os.path.join(tree, "ab"))
+for name in ("whole", "sub", "stacked"):
+    os.mkdir("/sys/fs/cgroup/" + name)
+sh("mount", "-t", "tmpfs", "tmpfs", "/sys/fs/cgroup/whole")
+sh("mount", "--bind", os.path.join(tree, "a"), "/sys/fs/cgroup/sub")
+sh("mount", "--bind", tree, "/sys/fs/cgroup/stacked")
+sh("mount", "--bind", os.path.join(tree, "a", "b"), "/sys/fs/cgroup/stacked")
+table = _mountinfo.read()
+sub_root = _mountinfo.top_mount(table, "/sys/fs/cgroup/sub")["root"]
+stacked_root = _mountinfo.top_mount(table, "/sys/fs/cgroup/stacked")["root"]
+cases = [("whole", "/"), ("whole", "/x/y"), ("absent", "/x"),
+         ("sub", sub_root), ("sub", sub_root + "/b/c"), ("sub", sub_root + "b"), ("sub", "/elsewhere"),
+         ("sub", "/"), ("stacked", stacked_root + "/c"), ("stacked", sub_root + "/b")]
+out = {"cases": cases, "sub_root": sub_root,
+       "python": [_applier._v1_bind_source(table, d, p) for d, p in cases]}
+calls = "".join("cgroup_bind_source %s %s; printf 'SOURCE %%s\\n' \"$SOURCE\"\n" % (json.dumps(d), json.dumps(p))
+                for d, p in cases)
+for name, argv in shells.items():
+    lines = subprocess.run(argv + ["-c", code + calls], stdout=subprocess.PIPE, universal_newlines=True,
+                           check=True).stdout.splitlines()
+    out[name] = [l[len("SOURCE "):] for l in lines]
+print(json.dumps(out))
+'''
+
+
+def test_cgroup_bind_source_and_v1_bind_source_answer_alike(tmp_path):
+    code = shell_functions("cgroup_bind_source")
+    args = json.dumps([str(tmp_path), code, SHELLS])
+    proc = subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable, "-c",
+                           CGROUP_HARNESS, args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    answers = json.loads(proc.stdout)
+    python = answers["python"]
+    for shell in SHELLS:
+        assert answers[shell] == python, shell
+    by_case = dict(zip([tuple(c) for c in answers["cases"]], python))
+    sub_root = answers["sub_root"]
+    assert by_case[("sub", sub_root + "/b/c")] == "/sys/fs/cgroup/sub/b/c"
+    assert by_case[("sub", sub_root)] == "/sys/fs/cgroup/sub"
+    assert by_case[("sub", sub_root + "b")] == "/sys/fs/cgroup/sub" + sub_root + "b"
+    assert by_case[("whole", "/x/y")] == "/sys/fs/cgroup/whole/x/y"
+    assert by_case[("stacked", sub_root + "/b")] == "/sys/fs/cgroup/stacked"

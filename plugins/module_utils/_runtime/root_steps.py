@@ -161,6 +161,7 @@ class RootSteps:
             run(["mount", "-t", "cgroup2", "-o", mountopts.option_string(options), "cgroup2", target])
             return
         run(["mount", "-t", "tmpfs", "-o", mountopts.option_string(step["v1_tmpfs_options"]), "tmpfs", target])
+        mounts = mountinfo.read()
         for controllers, path in _v1_hierarchies():
             where = os.path.join(target, controllers.replace("name=", ""))
             os.mkdir(where, 0o755)
@@ -168,7 +169,7 @@ class RootSteps:
                 run(["mount", "-t", "cgroup", "-o", ",".join(mountopts.words(options) + [controllers]),
                      "cgroup", where])
             else:
-                source = "/sys/fs/cgroup/%s%s" % (controllers.replace("name=", ""), path)
+                source = _v1_bind_source(mounts, controllers.replace("name=", ""), path)
                 run(["mount", "-o", mountopts.option_string(step["v1_bind_options"]), source, where])
         if step["v1_tmpfs_remount"]:
             run(["mount", "-o", mountopts.option_string(step["v1_tmpfs_remount"]), target])
@@ -336,6 +337,19 @@ def _make_mount_point(target, create, source):
             os.makedirs(parent, 0o755)
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
         os.close(fd)
+
+
+# Twin of the script's cgroup_bind_source (tests/system/test_twins.py).
+def _v1_bind_source(mounts, directory, path):
+    """The host directory of this process's cgroup in the v1 hierarchy `directory`: its path
+    (/proc/self/cgroup) relative to the root of the hierarchy's mount, as runc takes it. In a
+    container without a cgroup namespace, /sys/fs/cgroup/<directory> holds only a subtree."""
+    point = "/sys/fs/cgroup/" + directory
+    top = mountinfo.top_mount(mounts, point)
+    root = top["root"].rstrip("/") if top else ""
+    if root and (path == root or path.startswith(root + "/")):
+        path = path[len(root):]
+    return point + path
 
 
 def _v1_hierarchies():

@@ -81,6 +81,24 @@ add_mount() {
     fstab_line "$2" "$RESOLVED" "$1" "$3$MKDIR_OPTION"
 }
 
+# Twin of the applier's _v1_bind_source (tests/system/test_twins.py).
+# cgroup_bind_source DIR PATH: SOURCE, the host directory of this process's cgroup PATH (from
+# /proc/self/cgroup) in the v1 hierarchy DIR: PATH relative to the root of the mount on
+# /sys/fs/cgroup/DIR (mountinfo's field 4), as runc takes it. That root is / on a host; in a
+# container without a cgroup namespace the mount holds a subtree, while /proc/self/cgroup
+# still names paths from the top.
+cgroup_bind_source() {
+    _cg_root=
+    while read -r _cg_id _cg_parent _cg_dev _cg_mount_root _cg_point _cg_rest; do
+        [ "$_cg_point" != "/sys/fs/cgroup/$1" ] || _cg_root=${_cg_mount_root%/}
+    done < /proc/self/mountinfo
+    case $2 in
+        "$_cg_root") SOURCE="/sys/fs/cgroup/$1" ;;
+        "$_cg_root"/*) SOURCE="/sys/fs/cgroup/$1${2#"$_cg_root"}" ;;
+        *) SOURCE="/sys/fs/cgroup/$1$2" ;;
+    esac
+}
+
 # add_cgroup OPTIONS CGROUPNS V1_TMPFS_OPTIONS V1_REMOUNT V1_BIND_OPTIONS: /sys/fs/cgroup as the host has
 # it: one cgroup2 mount on a unified host; else a tmpfs with one mount per v1 hierarchy
 # (fresh with a cgroup namespace, else a bind of this process's cgroup), the tmpfs
@@ -101,7 +119,8 @@ add_cgroup() {
         if [ "$2" = 1 ]; then
             fstab_line cgroup "$_cgroot/$_dir" cgroup "$1,$_controllers,X-mount.mkdir"
         else
-            fstab_line "/sys/fs/cgroup/$_dir$_path" "$_cgroot/$_dir" none "$5,X-mount.mkdir"
+            cgroup_bind_source "$_dir" "$_path"
+            fstab_line "$SOURCE" "$_cgroot/$_dir" none "$5,X-mount.mkdir"
         fi
     done < /proc/self/cgroup
     # read-only once the hierarchies are in (runc's finalizeRootfs), in the same batch;
