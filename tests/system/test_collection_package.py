@@ -38,7 +38,7 @@ README.md LICENSE CHANGELOG.rst requirements.txt bindep.txt
 changelogs/changelog.yaml changelogs/config.yaml
 meta/runtime.yml meta/execution-environment.yml
 docs/architecture.md docs/container-script.md docs/image-hazards.md docs/lifecycle-modules.md
-docs/lifecycle.md docs/runc-users.md docs/spec.md docs/testing-with-molecule.md
+docs/lifecycle.md docs/runc-users.md docs/spec.md docs/testing-with-molecule.md docs/fleet.md
 examples/busybox.yml examples/web-volumes.yml
 plugins/action/container.py plugins/action/container_script.py
 plugins/doc_fragments/_attributes.py plugins/doc_fragments/_dirs.py
