@@ -39,7 +39,6 @@ import timed_play  # noqa: E402  (bench/timed_play.py: run a playbook, read task
 from tests.lib import fleet  # noqa: E402
 from tests.lib.collection import collections_dir  # noqa: E402
 
-INNER_FLAG = "CFS_BENCH_FLEET_INNER"
 # the busybox image every test host sees read-only (extensions/molecule/hosts)
 IMAGE = "/srv/cfs-images/busybox.tar"
 IMAGE_ON_CONTROLLER = os.path.join("image", "busybox.tar")
@@ -180,13 +179,7 @@ def main():
     args = parser.parse_args()
     if args.quick:
         args.pipelining, args.strategy = ["on"], ["linear"]
-    if os.geteuid() != 0:
-        startup.die("must run as root (the hosts are containers)")
-    if os.environ.get(INNER_FLAG) != "1":
-        # one private mount namespace for everything: the hosts' mounts never reach the machine
-        env = dict(os.environ, **{INNER_FLAG: "1"})
-        os.execvpe("unshare", ["unshare", "--mount", "--propagation", "private", "--",
-                               sys.executable, os.path.realpath(__file__)] + sys.argv[1:], env)
+    startup.in_private_mount_namespace(__file__, "the hosts are containers")
     for tool in ("sshd", "sudo", "du"):
         if not shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin"):
             startup.die("needs %s" % tool)

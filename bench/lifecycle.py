@@ -38,7 +38,6 @@ import startup  # noqa: E402  (bench/startup.py: rootfs and bundle helpers)
 import timed_play  # noqa: E402  (bench/timed_play.py: run a playbook, read task times)
 from tests.lib.collection import collections_dir  # noqa: E402
 
-INNER_FLAG = "CFS_BENCH_INNER"
 # pid 1 that ends on SIGTERM at once (a shell waits for `wait`, not for sleep to end)
 PROCESS = ["sh", "-c", "trap 'exit 0' TERM; sleep 100000 & wait"]
 
@@ -186,12 +185,7 @@ def main():
     parser.add_argument("--containers", type=int, default=20, help="containers (default 20)")
     parser.add_argument("--runs", type=int, default=10, help="start/stop runs (default 10)")
     args = parser.parse_args()
-    if os.geteuid() != 0:
-        startup.die("must run as root (namespaces, mounts)")
-    if os.environ.get(INNER_FLAG) != "1":
-        env = dict(os.environ, **{INNER_FLAG: "1"})
-        os.execvpe("unshare", ["unshare", "--mount", "--propagation", "private", "--",
-                               sys.executable, os.path.realpath(__file__)] + sys.argv[1:], env)
+    startup.in_private_mount_namespace(__file__, "namespaces, mounts")
     for tool in ("runc", "unshare", "nsenter"):
         startup.need(tool)
     tmp = tempfile.mkdtemp(prefix="cfs-bench-lifecycle-")

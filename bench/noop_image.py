@@ -33,7 +33,6 @@ import startup  # noqa: E402  (bench/startup.py: die, need)
 import timed_play  # noqa: E402  (bench/timed_play.py: run a playbook, read task times)
 from tests.lib import oci_fixtures as fx  # noqa: E402
 
-INNER_FLAG = "CFS_BENCH_INNER"
 
 
 def tarball(tmp, name, mib):
@@ -100,12 +99,7 @@ def main():
     parser.add_argument("--collection", default=REPO, help="the collection checkout to run (default: this one)")
     args = parser.parse_args()
     args.collection = os.path.realpath(args.collection)
-    if os.geteuid() != 0:
-        startup.die("must run as root (namespaces, mounts)")
-    if os.environ.get(INNER_FLAG) != "1":
-        env = dict(os.environ, **{INNER_FLAG: "1"})
-        os.execvpe("unshare", ["unshare", "--mount", "--propagation", "private", "--",
-                               sys.executable, os.path.realpath(__file__)] + sys.argv[1:], env)
+    startup.in_private_mount_namespace(__file__, "namespaces, mounts")
     startup.need("tar")
     tmp = tempfile.mkdtemp(prefix="cfs-bench-noop-image-")
     os.chmod(tmp, 0o700)

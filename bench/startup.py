@@ -51,6 +51,17 @@ def need(tool):
     return path
 
 
+def in_private_mount_namespace(script, why):
+    """Re-exec `script` (the benchmark's own file) as root inside one private mount namespace,
+    so nothing it mounts can reach the host even if it dies; return once inside."""
+    if os.geteuid() != 0:
+        die("must run as root (%s)" % why)
+    if os.environ.get(INNER_FLAG) != "1":
+        env = dict(os.environ, **{INNER_FLAG: "1"})
+        os.execvpe("unshare", ["unshare", "--mount", "--propagation", "private", "--",
+                               sys.executable, os.path.realpath(script)] + sys.argv[1:], env)
+
+
 def sh(argv, **kw):
     return subprocess.run(argv, check=True, **kw)
 
@@ -342,13 +353,7 @@ def main():
     args = parser.parse_args()
     if args.runs < 1:
         parser.error("--runs must be at least 1")
-    if os.geteuid() != 0:
-        die("must run as root (namespaces, mounts)")
-    if os.environ.get(INNER_FLAG) != "1":
-        # one private mount namespace for everything: nothing can leak onto the host
-        env = dict(os.environ, **{INNER_FLAG: "1"})
-        os.execvpe("unshare", ["unshare", "--mount", "--propagation", "private", "--",
-                               sys.executable, os.path.realpath(__file__)] + sys.argv[1:], env)
+    in_private_mount_namespace(__file__, "namespaces, mounts")
     inner(args)
 
 
