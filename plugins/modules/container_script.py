@@ -323,12 +323,13 @@ def settle_unit(module):
         if not module.check_mode:
             run_systemctl(module, "daemon-reload")
     if enabled is not None:
-        is_enabled = _process.systemctl("is-enabled", "--quiet", unit)[0] == 0
-        if is_enabled != enabled:
-            verb = "enable" if enabled else "disable"
-            actions.append("%s the systemd unit %s" % (verb, unit))
-            if not module.check_mode:
-                run_systemctl(module, verb, unit)
+        try:
+            action = _process.set_unit_enabled(unit, enabled, check=module.check_mode)
+        except _process.SystemctlError as exc:
+            module.fail_json(msg=str(exc))
+        else:
+            if action:
+                actions.append(action)
     return actions
 
 

@@ -277,15 +277,13 @@ class Lifecycle:
             self.module.warn("enabled is for systemd, which is not pid 1 here; ignored (start it at boot "
                              "yourself: sh %s start)" % self.paths["script"])
             return
-        unit = os.path.basename(self.unit)
-        is_enabled = _process.systemctl("is-enabled", "--quiet", unit)[0] == 0
-        if is_enabled == enabled:
-            return
-        self.actions.append("%s the systemd unit %s" % ("enable" if enabled else "disable", unit))
-        if not self.check:
-            rc, dummy, err = _process.systemctl("enable" if enabled else "disable", unit)
-            if rc != 0:
-                self.fail("systemctl %s %s failed: %s" % ("enable" if enabled else "disable", unit, err.strip()))
+        try:
+            action = _process.set_unit_enabled(os.path.basename(self.unit), enabled, check=self.check)
+        except _process.SystemctlError as exc:
+            self.fail(str(exc))
+        else:
+            if action:
+                self.actions.append(action)
 
     # ------------------------------------------------------------------ the result
 

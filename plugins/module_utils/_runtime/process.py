@@ -51,6 +51,10 @@ class ScriptError(Exception):
         super().__init__("%s exited with status %d: %s" % (" ".join(args[1:3]), rc, said))
 
 
+class SystemctlError(Exception):
+    """systemctl refused a change: the message says which and why."""
+
+
 # --------------------------------------------------------------------------- status
 
 def _read_small(path):
@@ -304,6 +308,22 @@ def systemctl(*args):
     proc = subprocess.run([program] + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           universal_newlines=True, env={"PATH": HOST_PATH, "LC_ALL": "C"}, check=False)
     return proc.returncode, proc.stdout, proc.stderr
+
+
+def set_unit_enabled(unit, enabled, check=False):
+    """Enable or disable the systemd `unit` (a file name) when it is not so already.
+
+    Returns the action taken (a phrase for the module's result) or None when nothing was to
+    do; raises SystemctlError when systemctl fails. In check mode only says what it would do.
+    """
+    if (systemctl("is-enabled", "--quiet", unit)[0] == 0) == enabled:
+        return None
+    verb = "enable" if enabled else "disable"
+    if not check:
+        rc, dummy, err = systemctl(verb, unit)
+        if rc != 0:
+            raise SystemctlError("systemctl %s %s failed (status %d): %s" % (verb, unit, rc, err.strip()))
+    return "%s the systemd unit %s" % (verb, unit)
 
 
 def write_unit(path, text):
