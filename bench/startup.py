@@ -11,7 +11,9 @@ state) and removed at the end. All runners run inside one private mount namespac
 bench dies. runc, crun and bwrap are yardsticks only; the product never needs them.
 
 Output: median / p90 / min wall ms per runner, the ratios ours/runc, ours/crun,
-ours/bwrap, then the programs our script starts per run (from strace), with the time
+ours/bwrap, the median CPU ms per run (user + system time of the run and of everything it
+waited for: less sensitive than wall time to other load on a shared machine), then the
+programs our script starts per run (from strace), with the time
 each one lives under strace, so the cost can be attributed.
 """
 
@@ -19,6 +21,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import statistics
@@ -158,6 +161,7 @@ class Runner:
     def __init__(self, name, make_argv, cleanup=None):
         self.name, self.make_argv, self.cleanup = name, make_argv, cleanup
         self.times = []
+        self.cpu = []
         self.count = 0
         self.failures = 0
 
@@ -174,8 +178,10 @@ class Runner:
         timer = threading.Timer(TIMEOUT, lambda: (hung.append(1),
                                                   os.killpg(proc.pid, signal.SIGKILL)))
         timer.start()
+        used = children_cpu()
         _out, err = proc.communicate()
         elapsed = time.perf_counter() - start
+        used = children_cpu() - used
         timer.cancel()
         if hung:
             err = b"hung for %ds, killed\n" % TIMEOUT + (err or b"")
@@ -194,6 +200,13 @@ class Runner:
             return
         if record:
             self.times.append(elapsed * 1000.0)
+            self.cpu.append(used * 1000.0)
+
+
+def children_cpu():
+    """Seconds of CPU used so far by the children we waited for (and by theirs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def oci_runner(name, tmp, bundle):
@@ -332,6 +345,9 @@ def report(runners, args):
         ratio = med["ours"] / med[other]
         print("ours/%-5s %6.2fx  (%s)" % (other, ratio,
                                           "faster" if ratio < 1 else "slower"))
+    cpu = dict((r.name, statistics.median(r.cpu)) for r in runners)
+    print("\nCPU ms per run (median): %s" % ", ".join("%s %.2f" % (r.name, cpu[r.name]) for r in runners))
+    print("CPU ours/runc %.2fx, ours/crun %.2fx" % (cpu["ours"] / cpu["runc"], cpu["ours"] / cpu["crun"]))
 
 
 def report_trace(rows, total, forks, median):

@@ -21,6 +21,8 @@ Per container (STATE = <state_dir>/containers/<name>, RUN = <run_dir>/<name>)::
                  STORE/refs/container-<name>-<key>.json   store's GC); key: sha256(STATE)[:12]
     volumes      STATE/volumes/<dir>                    an image's VOLUME dirs
     dev_template STATE/dev.<id>                         cached /dev nodes (id: digest of them)
+    env_probe    STATE/env-signals                      the script's kept answer: does env(1) take
+                                                        --default-signal (asked again when env changes)
     run          RUN/                                   run dir (removed on removal)
     root         RUN/rootfs                             merged rootfs (the spec's path without overlay)
     ns           RUN/ns/{mnt,uts,ipc,net,cgroup}        pinned namespaces (nsfs bind mounts)
@@ -106,6 +108,7 @@ def container_paths(name, state_dir, run_dir, overlay, rootfs_path=None, store=N
         "log": os.path.join(state, "container.log"),
         "exit_status": os.path.join(state, "exit"),
         "volumes": os.path.join(state, "volumes"),
+        "env_probe": os.path.join(state, "env-signals"),
         "image_ref": None,
         "run": run,
         "root": os.path.join(run, "rootfs") if overlay else rootfs_path,

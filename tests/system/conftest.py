@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from tests.lib import mountinfo
+from tests.lib.run_files import kept_by_a_run
 from tests.lib.hostile import _diff, _read  # pylint: disable=unused-import
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -214,8 +215,9 @@ class Container:
         return os.path.join(self.run_dir, self.name + ".lock")
 
     def leftovers(self):
-        """What a run left in the run dir tree, but the lock file."""
-        return [f for f in files_under(self.run_dir) if f != self.lock]
+        """What a run left in the run dir tree, but the lock file and what a run keeps
+        on purpose (kept_by_a_run)."""
+        return [f for f in files_under(self.run_dir) if f != self.lock and not kept_by_a_run(f)]
 
     def inside(self, script, **kwargs):
         """Run `sh -c SCRIPT` as the container process."""

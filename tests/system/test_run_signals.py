@@ -19,6 +19,7 @@ import uuid
 import pytest
 
 from tests.lib import hostile
+from tests.lib.run_files import kept_by_a_run
 
 NAME = "sig"
 READY_TIMEOUT = 15
@@ -125,7 +126,7 @@ def test_signal_reaches_pid1_and_the_run_ends_clean(env, tmp_path, how):
     if left:
         problems.append("container processes left running: %s" % left)
     run = os.path.join(spec["run_dir"], NAME)
-    stale = [n for n in ("pid", "go", "fstab") if os.path.lexists(os.path.join(run, n))]
+    stale = [n for n in os.listdir(run) if not kept_by_a_run(os.path.join(run, n))]
     if stale:
         problems.append("left in the run dir: %s" % stale)
     problems += result.problems()

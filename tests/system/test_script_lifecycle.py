@@ -25,7 +25,7 @@ def test_exit_status_is_passed_through(make_container):
 def test_after_exit_nothing_is_left(make_container):
     """The host's mount table is as before (the run helper compares it for every run;
     here also after a run that leaves the process running mounts of its own) and the run
-    dir holds no fifo, pid file or fstab."""
+    dir holds nothing but what a run keeps on purpose (its fifo, its files emptied)."""
     container = make_container()
     result = container.inside("mount -t tmpfs inner /tmp && echo mounted")
     assert result.rc == 0 and "mounted" in result.stdout, result

@@ -11,11 +11,16 @@
 
 # supervise: read what the container side reports on fd 8 and act on it.
 supervise() {
+    # (now, while the container side builds its root: off the way to its start)
+    boot_time
     while read -r _kind _value; do
         case $_kind in
             pivoted | unpivoted)
                 # (an exec in a stopped container is no container process: no pid file)
-                [ "$CFS_MODE" = exec ] || write_pid_file "$CFS_PID_FILE" "$_value" "$("$T_date" +%s)"
+                if [ "$CFS_MODE" != exec ]; then
+                    proc_ticks "$_value"
+                    write_pid_file "$CFS_PID_FILE" "$_value" "${TICKS:+$((CFS_BOOTED + TICKS / 100))}"
+                fi
                 if ! switch_root "$_value" "$_kind"; then
                     kill -KILL "$_value" 2>/dev/null || true
                     die "cannot switch to the container root"
@@ -33,10 +38,14 @@ supervise() {
     die "the container side stopped without reporting"
 }
 
-# cleanup: leave nothing of this run behind (the fifo, the fstab, the pid file...): all
-# ours, as this run holds the container's lock.
+# cleanup: leave nothing of this run in effect, with builtins only (no program start):
+# the fstab, pid file, mount messages and pending signal emptied (an empty pid file names
+# no process), the fifo kept for the next run (a pipe holds no data once nobody has it
+# open). All ours, as this run holds the container's lock.
 cleanup() {
-    "$T_rm" -f -- "$CFS_GO" "$CFS_FSTAB" "$CFS_PID_FILE" "$CFS_MOUNT_ERRORS" "$CFS_SIGNAL"
+    for _file in "$CFS_FSTAB" "$CFS_PID_FILE" "$CFS_MOUNT_ERRORS" "$CFS_SIGNAL"; do
+        [ -L "$_file" ] || [ ! -s "$_file" ] || : > "$_file"
+    done
 }
 
 # take_lock: the container's lock (the modules flock the same file) on fd 3, for set-up
@@ -84,10 +93,21 @@ wait_for() {
 
 # default_signals: CFS_ENV_SIGNALS, the env(1) option that gives the container INT and
 # QUIT back: the shell ignores them in a background job, and a shell as pid 1 could not
-# trap them (coreutils 8.31 and later; elsewhere they stay ignored).
+# trap them (coreutils 8.31 and later; elsewhere they stay ignored). env's answer is kept
+# in CFS_ENV_PROBE and asked again only when env changed since (newer than the answer):
+# two program starts less per run.
 default_signals() {
+    # -nt is not POSIX but dash, bash and busybox have it
+    # shellcheck disable=SC3013
+    if [ -n "$CFS_ENV_PROBE" ] && [ -f "$CFS_ENV_PROBE" ] && [ ! -L "$CFS_ENV_PROBE" ] && [ ! "$T_env" -nt "$CFS_ENV_PROBE" ]; then
+        read -r CFS_ENV_SIGNALS < "$CFS_ENV_PROBE" || CFS_ENV_SIGNALS=
+        case $CFS_ENV_SIGNALS in '' | --default-signal=INT,QUIT) return 0 ;; esac
+    fi
     CFS_ENV_SIGNALS=--default-signal=INT,QUIT
     "$T_env" "$CFS_ENV_SIGNALS" true 2>/dev/null || CFS_ENV_SIGNALS=
+    [ -n "$CFS_ENV_PROBE" ] || return 0
+    refuse_link "$CFS_ENV_PROBE"
+    printf '%s\n' "$CFS_ENV_SIGNALS" > "$CFS_ENV_PROBE"
 }
 
 # refuse_planted_run_files: the run's own files (fstab, fifo, pid, mount errors, signal)

@@ -26,6 +26,19 @@ proc_ticks() {
     TICKS=$1
 }
 
+# boot_time: CFS_BOOTED, when the system booted in epoch seconds (btime of /proc/stat), so
+# that a start time in clock ticks (proc_ticks) reads as epoch seconds without date(1):
+# BOOTED + TICKS / 100 (USER_HZ: 100 on every architecture Linux still has but alpha).
+boot_time() {
+    CFS_BOOTED=0
+    while read -r _stat_key _stat_value _stat_rest; do
+        if [ "$_stat_key" = btime ]; then
+            CFS_BOOTED=$_stat_value
+            return 0
+        fi
+    done < /proc/stat
+}
+
 # live_pid FILE: LIVE, the pid FILE names ("PID TICKS ...") when that process still runs
 # with the same start time (not a reused pid), else empty.
 live_pid() {
@@ -61,7 +74,7 @@ process_running() {
 # process_ended STATUS: (supervise, start) the last exit status with its time; the
 # result of this run for the monitor (fd 9).
 process_ended() {
-    if [ -f "$CFS_PID_FILE" ]; then
+    if [ -s "$CFS_PID_FILE" ]; then
         refuse_link "$CFS_EXIT"
         printf '%s %s\n' "$1" "$("$T_date" +%s)" > "$CFS_EXIT"
         "$T_rm" -f -- "$CFS_PID_FILE"
@@ -159,10 +172,10 @@ monitor_loop() {
     done
 }
 
-# monitor_cleanup: the run's files and the monitor's own.
+# monitor_cleanup: the run's files and the monitor's own, removed (a kept container's
+# run dir says what runs: no empty pid file once stopped).
 monitor_cleanup() {
-    cleanup
-    "$T_rm" -f -- "$CFS_MONITOR"
+    "$T_rm" -f -- "$CFS_GO" "$CFS_FSTAB" "$CFS_PID_FILE" "$CFS_MOUNT_ERRORS" "$CFS_SIGNAL" "$CFS_MONITOR"
 }
 
 # cmd_monitor POLICY LOG_SIZE: the detached monitor (`start` runs it in a session of its

@@ -86,12 +86,31 @@ add_mount() {
 # /proc/self/cgroup) in the v1 hierarchy DIR: PATH relative to the root of the mount on
 # /sys/fs/cgroup/DIR (mountinfo's field 4), as runc takes it. That root is / on a host; in a
 # container without a cgroup namespace the mount holds a subtree, while /proc/self/cgroup
-# still names paths from the top.
+# still names paths from the top. mountinfo is read once for every hierarchy (dash reads a
+# file one byte per system call): CFS_CGROUP_MOUNTS, "MOUNT_POINT ROOT" lines in mount
+# order, kept until unset.
 cgroup_bind_source() {
+    if [ -z "${CFS_CGROUP_MOUNTS+read}" ]; then
+        CFS_CGROUP_MOUNTS=
+        while read -r _cg_id _cg_parent _cg_dev _cg_mount_root _cg_point _cg_rest; do
+            case $_cg_point in
+                /sys/fs/cgroup/*) CFS_CGROUP_MOUNTS="$CFS_CGROUP_MOUNTS$_cg_point $_cg_mount_root
+" ;;
+            esac
+        done < /proc/self/mountinfo
+    fi
+    # the last mount on the hierarchy's directory is the one seen there
     _cg_root=
-    while read -r _cg_id _cg_parent _cg_dev _cg_mount_root _cg_point _cg_rest; do
-        [ "$_cg_point" != "/sys/fs/cgroup/$1" ] || _cg_root=${_cg_mount_root%/}
-    done < /proc/self/mountinfo
+    set -f
+    _saved_ifs=$IFS
+    IFS='
+'
+    for _cg_line in $CFS_CGROUP_MOUNTS; do
+        [ "${_cg_line%% *}" != "/sys/fs/cgroup/$1" ] || _cg_root=${_cg_line#* }
+    done
+    IFS=$_saved_ifs
+    set +f
+    _cg_root=${_cg_root%/}
     case $2 in
         "$_cg_root") SOURCE="/sys/fs/cgroup/$1" ;;
         "$_cg_root"/*) SOURCE="/sys/fs/cgroup/$1${2#"$_cg_root"}" ;;
@@ -111,6 +130,7 @@ add_cgroup() {
     fi
     _cgroot=$RESOLVED
     fstab_line tmpfs "$_cgroot" tmpfs "$3$MKDIR_OPTION"
+    unset CFS_CGROUP_MOUNTS  # (cgroup_bind_source reads mountinfo again, once)
     while IFS=: read -r _id _controllers _path; do
         if [ "$_id" = 0 ] || [ -z "$_controllers" ]; then
             continue

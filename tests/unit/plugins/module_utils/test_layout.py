@@ -36,6 +36,7 @@ def test_container_paths_are_pinned():
         "log": "/s/containers/web/container.log",
         "exit_status": "/s/containers/web/exit",
         "volumes": "/s/containers/web/volumes",
+        "env_probe": "/s/containers/web/env-signals",
         "image_ref": None,
         "run": "/r/web",
         "root": "/r/web/rootfs",

@@ -1,5 +1,6 @@
 """The shell renderer: quoting, batching, and a script that shells accept."""
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -422,3 +423,47 @@ def test_the_script_reads_the_digest_of_a_record(shell, form, tmp_path):
     out = subprocess.run(shell.split() + ["-c", code, "sh", str(record)],
                          stdout=subprocess.PIPE, check=True).stdout.decode()
     assert out == plan["digest"]
+
+
+def fake_env(path, takes_default_signal):
+    """An env(1) that counts its calls in path.calls and takes --default-signal or not."""
+    path.write_text("#!/bin/sh\necho call >> %s.calls\n%s\n" % (
+        path, 'exec /usr/bin/env "$@"' if takes_default_signal else
+        'case $1 in --default-signal*) exit 125 ;; esac\nexec /usr/bin/env "$@"'))
+    path.chmod(0o755)
+
+
+def probe_code(plan, env, probe):
+    """default_signals as the script has it, with env at `env` and its answer kept at `probe`."""
+    lines = _render.render_script(plan).splitlines()
+    return "\n".join([shell_function(lines, "default_signals"), shell_function(lines, "refuse_link"),
+                      'die() { echo "$*" >&2; exit 1; }', "T_env=%s" % env, "CFS_ENV_PROBE=%s" % probe,
+                      'default_signals; printf "[%s]" "$CFS_ENV_SIGNALS"'])
+
+
+@pytest.mark.parametrize("shell", ["dash", "bash", "busybox ash"])
+def test_env_is_asked_once_and_again_when_it_changed(shell, tmp_path):
+    """default_signals keeps env's answer (CFS_ENV_PROBE, from the plan's paths) and asks
+    env again only when env is newer than that answer (an upgrade or a downgrade)."""
+    plan = build_plan(load_spec(dict(full_spec(), name="demo", state_dir="/s", run_dir="/r")))
+    plan["paths"]["env_probe"] = "/s/containers/demo/env-signals"
+    assert "\nCFS_ENV_PROBE='/s/containers/demo/env-signals'\n" in _render.render_script(plan)
+    env, probe = tmp_path / "env", tmp_path / "env-signals"
+    fake_env(env, True)
+
+    def ask():
+        return subprocess.run(shell.split() + ["-c", probe_code(plan, env, probe)], stdout=subprocess.PIPE,
+                              check=True).stdout.decode()
+    assert [ask(), ask()] == ["[--default-signal=INT,QUIT]"] * 2
+    assert len((tmp_path / "env.calls").read_text().split()) == 1, "env asked on every run"
+    fake_env(env, False)  # a downgrade, written after the answer was kept
+    os.utime(str(probe), (1, 1))
+    assert ask() == "[]" and ask() == "[]"
+    assert len((tmp_path / "env.calls").read_text().split()) == 2
+    assert probe.read_text() == "\n"
+
+
+def test_without_a_kept_answer_env_is_asked_every_time():
+    plan = build_plan(load_spec(dict(full_spec(), name="demo", state_dir="/s", run_dir="/r")))
+    plan["paths"].pop("env_probe", None)
+    assert "\nCFS_ENV_PROBE=''\n" in _render.render_script(plan)
