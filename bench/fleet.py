@@ -4,6 +4,7 @@
 
     sudo .venv/bin/python bench/fleet.py [--hosts 1,4,16] [--containers 1,10]
                                          [--pipelining on,off] [--strategy linear,free] [--quick]
+                                         [--registry]
 
 For each N a fleet of N hosts is made (containers of ours with sshd, reached over ssh as a
 non-root user with sudo; forks = N). For each M, pipelining setting and strategy, in order:
@@ -16,7 +17,10 @@ wall time and controller CPU (user + system of ansible-playbook and the processe
 waited for, resource.getrusage(RUSAGE_CHILDREN); the ssh control masters outlive a run
 and are not counted), the ratio of the second run to the floor, and CPU per host-task.
 Then the store of each host after M containers on one image: disk (du), layers unpacked,
-bytes read from the image source.
+bytes read from the image source. With --registry, for each N: the N hosts pull one image
+from one docker-registry on the machine (tests/lib/registry.py) all at once, then 4 at a
+time (`throttle: 4`): wall time, controller CPU, the registry process's CPU and the bytes
+it wrote (/proc/PID/io wchar: the blobs and manifests it served).
 
 Everything runs inside one private mount namespace and the fleets are removed at the end.
 """
@@ -42,6 +46,8 @@ from tests.lib.collection import collections_dir  # noqa: E402
 # the busybox image every test host sees read-only (extensions/molecule/hosts)
 IMAGE = "/srv/cfs-images/busybox.tar"
 IMAGE_ON_CONTROLLER = os.path.join("image", "busybox.tar")
+# the same busybox rootfs as a one-layer OCI image in the registry of --registry
+REGISTRY_IMAGE = "bench/busybox:1"
 
 
 def role_play(containers, state="started"):
@@ -89,6 +95,63 @@ def timed(tmp, plays, root, forks, settings):
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
+def pull_play(port, throttle=None):
+    """Every host pulls the same image from the registry on the machine, which each host
+    reaches at its gateway (its own address with .1 for .2, extensions/molecule/hosts)."""
+    task = {"name": "pull", "fromscratch.containerfs.image": {
+        "name": "pulled", "validate_certs": False,
+        "source": "docker://{{ ansible_host | regex_replace('[.]2$', '.1') }}:%d/%s" % (port, REGISTRY_IMAGE)}}
+    if throttle:
+        task["throttle"] = throttle
+    return [{"name": "Pull from one registry", "hosts": "cfs_hosts", "gather_facts": False, "tasks": [task]}]
+
+
+def remove_pulled_play():
+    return [{"name": "Remove the pulled image", "hosts": "cfs_hosts", "gather_facts": False,
+             "tasks": [{"name": "remove", "fromscratch.containerfs.image": {"name": "pulled", "state": "absent"}}]}]
+
+
+def process_usage(pid):
+    """(CPU seconds, bytes written) of a process so far, all its threads together."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    with open("/proc/%d/io" % pid) as f:
+        written = int([line.split()[1] for line in f if line.startswith("wchar:")][0])
+    # fields[0] is the state (field 3 of proc(5)): utime and stime are fields 14 and 15
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), written
+
+
+def bench_registry(count, root, tmp, pulls):
+    """N hosts pulling the same image from one docker-registry at once, then `throttle`d to
+    4 at a time: wall time, the registry's CPU and the bytes it wrote (the blobs served)."""
+    from tests.lib import oci_fixtures, registry  # only this part needs them
+    missing = registry.tools_missing()
+    if missing:
+        print("# registry pulls skipped: missing %s" % ", ".join(missing), flush=True)
+        return
+    workdir = tempfile.mkdtemp(prefix="cfs-fb-registry-")
+    try:
+        layout = os.path.join(workdir, "layout")
+        with open(os.path.join(root, IMAGE_ON_CONTROLLER), "rb") as f:
+            oci_fixtures.oci_layout(layout, [f.read()], tag="t")
+        blobs = os.path.join(layout, "blobs", "sha256")
+        image_bytes = sum(os.path.getsize(os.path.join(blobs, name)) for name in os.listdir(blobs))
+        reg = registry.Registry(os.path.join(workdir, "registry"))
+        reg.host = "0.0.0.0:%d" % reg.port  # every host's gateway, not loopback only
+        with reg:
+            reg.push(layout, REGISTRY_IMAGE, layout_ref="t")
+            for throttle in (None, 4):
+                before = process_usage(reg.proc.pid)
+                wall, cpu = timed(tmp, pull_play(reg.port, throttle), root, count, {"ANSIBLE_PIPELINING": "True"})
+                after = process_usage(reg.proc.pid)
+                pulls.append((count, throttle or count, wall, cpu, after[0] - before[0], after[1] - before[1],
+                              image_bytes))
+                print_pull(pulls[-1])
+                timed(tmp, remove_pulled_play(), root, count, {})
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def store_usage(root):
     """Per host: KiB of its store, layers in it."""
     usage = {}
@@ -103,7 +166,7 @@ def store_usage(root):
     return usage
 
 
-def bench_fleet(count, args, tmp, rows, stores):
+def bench_fleet(count, args, tmp, rows, stores, pulls):
     root = tempfile.mkdtemp(prefix="cfs-fb-", dir="/tmp")  # short: ssh control socket paths
     os.rmdir(root)
     started = time.perf_counter()
@@ -125,6 +188,8 @@ def bench_fleet(count, args, tmp, rows, stores):
                     print_row(row)
             stores.append((count, containers, image_bytes, store_usage(root)))
             timed(tmp, role_play(containers, "absent"), root, count, {})
+        if args.registry:
+            bench_registry(count, root, tmp, pulls)
 
 
 HEADER = ("%4s %4s %5s %6s | %8s %8s %8s | %7s %7s %7s | %6s %6s | %9s %9s"
@@ -153,6 +218,17 @@ def print_stores(stores):
             count, containers, min(sizes), max(sizes), ",".join(map(str, layers)), image_bytes // 1024))
 
 
+PULL_HEADER = "%4s %7s | %7s %7s | %8s %10s %10s" % (
+    "N", "at once", "wall s", "ctl cpu", "reg cpu", "KiB served", "KiB/host")
+
+
+def print_pull(row):
+    count, at_once, wall, cpu, registry_cpu, served, image_bytes = row
+    print("pull %4d %7d | %7.2f %7.2f | %8.2f %10d %10d  (image blobs %d KiB)" % (
+        count, at_once, wall, cpu, registry_cpu, served // 1024, served // 1024 // count, image_bytes // 1024),
+        flush=True)
+
+
 def numbers(text):
     return [int(value) for value in text.split(",")]
 
@@ -176,6 +252,8 @@ def main():
     parser.add_argument("--strategy", type=choices(["linear", "free"]), default=["linear", "free"],
                         help="play strategies (default linear,free)")
     parser.add_argument("--quick", action="store_true", help="pipelining on and strategy linear only")
+    parser.add_argument("--registry", action="store_true",
+                        help="also N hosts pulling one image from one docker-registry on the machine at once, then 4 at a time")
     args = parser.parse_args()
     if args.quick:
         args.pipelining, args.strategy = ["on"], ["linear"]
@@ -188,13 +266,19 @@ def main():
           "the same for the floor")
     print(HEADER, flush=True)
     tmp = tempfile.mkdtemp(prefix="cfs-bench-fleet-")
-    rows, stores = [], []
+    rows, stores, pulls = [], [], []
     try:
         for count in args.hosts:
-            bench_fleet(count, args, tmp, rows, stores)
+            bench_fleet(count, args, tmp, rows, stores, pulls)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print_stores(stores)
+    if pulls:
+        print("\nregistry pulls (pipelining on; ctl cpu = controller CPU; reg cpu = the registry "
+              "process's; KiB served = what it wrote):")
+        print("     " + PULL_HEADER)
+        for row in pulls:
+            print_pull(row)
 
 
 if __name__ == "__main__":

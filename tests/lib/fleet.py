@@ -9,16 +9,19 @@ store dirs, and sshd as its process; the inventory logs in as the non-root user 
 becomes root with sudo. The playbooks that do it are extensions/molecule/hosts/create.yml
 and destroy.yml (molecule's `default` scenario imports the same ones); this module only
 runs them. `down` removes everything `up` made: processes, mounts, namespaces, links and
-ROOT itself.
+ROOT itself. Each fleet reserves its 10.X.0.0/16 under /run/cfs-fleet-octets (OCTETS_DIR)
+for as long as its root exists, so fleets made at the same time never share addresses.
 
 The hosts' namespaces are pinned by mounts in the mount namespace `up` runs in: run `down`
 in the same one (tests run both inside `unshare --mount`, see tests/run).
 """
 import argparse
 import contextlib
+import fcntl
 import glob
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -33,6 +36,8 @@ MAX_ROOT_LENGTH = 60
 MARKER = ".cfs-hosts"
 # the machine's end of a host's veth pair: cf<octet>h<index> (extensions/molecule/hosts/vars)
 FLEET_LINK = re.compile(r"cf\d+h\d+$")
+# OCTETS_DIR/<octet>/root links to the root of the fleet that reserved 10.<octet>.0.0/16
+OCTETS_DIR = "/run/cfs-fleet-octets"
 
 
 class FleetError(Exception):
@@ -60,11 +65,74 @@ def octet_in_use(octet):
     return bool(glob.glob("/sys/class/net/cf%dh*" % octet))
 
 
-def free_octet(first=FIRST_OCTET):
-    for octet in range(first, 255):
-        if not octet_in_use(octet):
-            return octet
-    raise FleetError("no free 10.X.0.0/16 for a fleet: every cfXh* veth name from %d is taken" % first)
+def reservation_holder(octet, octets_dir=OCTETS_DIR):
+    """The fleet root holding `octet` (OCTETS_DIR/<octet>/root links to it), or None when the
+    octet is free or its holder's root is gone (a stale reservation, which may be taken over).
+    A reservation without its link yet is being made: held, by an unknown root ("")."""
+    place = os.path.join(octets_dir, str(octet))
+    try:
+        holder = os.readlink(os.path.join(place, "root"))
+    except FileNotFoundError:
+        return "" if os.path.isdir(place) else None
+    return holder if os.path.isdir(holder) else None
+
+
+def reserve_octet(root, octet=None, first=FIRST_OCTET, octets_dir=OCTETS_DIR):
+    """Reserve 10.<octet>.0.0/16 for the fleet at `root` (an existing directory) and return
+    the octet: `octet` itself (FleetError if another fleet holds it), else the first free one.
+    mkdir is atomic, so of two fleets picking at once each gets its own octet; a stale
+    reservation is taken over under a lock, so that two takers do not both win it."""
+    os.makedirs(octets_dir, mode=0o755, exist_ok=True)
+    for candidate in [octet] if octet is not None else range(first, 255):
+        if octet is None and octet_in_use(candidate) and not _holds(candidate, root, octets_dir):
+            continue  # a fleet made before reservations, or molecule's instances
+        if _claim(candidate, root, octets_dir):
+            return candidate
+        if octet is not None:
+            raise FleetError("octet %d is reserved by the fleet at %s (%s)" % (
+                octet, reservation_holder(octet, octets_dir), os.path.join(octets_dir, str(octet))))
+    raise FleetError("no free 10.X.0.0/16 for a fleet: every octet from %d is reserved under %s or "
+                     "named by a cfXh* veth pair" % (first, octets_dir))
+
+
+def _holds(octet, root, octets_dir):
+    return reservation_holder(octet, octets_dir) == root
+
+
+def _claim(octet, root, octets_dir):
+    """Whether `root` holds `octet` now: newly reserved, already its own, or taken over."""
+    place = os.path.join(octets_dir, str(octet))
+    try:
+        os.mkdir(place)
+    except FileExistsError:
+        if _holds(octet, root, octets_dir):
+            return True
+        with _locked(octets_dir):
+            if reservation_holder(octet, octets_dir) is not None:
+                return False
+            shutil.rmtree(place)  # stale: its root is gone
+            try:
+                os.mkdir(place)
+            except FileExistsError:
+                return False  # a fresh claim (which takes no lock) came first
+    os.symlink(root, os.path.join(place, "root"))
+    return True
+
+
+@contextlib.contextmanager
+def _locked(octets_dir):
+    with open(os.path.join(octets_dir, ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def release_octet(root, octets_dir=OCTETS_DIR):
+    """Remove the reservations that link to `root`."""
+    for name in os.listdir(octets_dir) if os.path.isdir(octets_dir) else ():
+        place = os.path.join(octets_dir, name)
+        link = os.path.join(place, "root")
+        if os.path.islink(link) and os.readlink(link) == root:
+            shutil.rmtree(place)
 
 
 def ansible_env(root):
@@ -108,9 +176,8 @@ def create(count, root, octet=None, prefix="host", forks=None):
     if len(root) > MAX_ROOT_LENGTH:
         raise FleetError("fleet root %s is longer than %d characters: ssh's control sockets "
                          "under it would not fit in a socket path" % (root, MAX_ROOT_LENGTH))
-    if octet is None:
-        octet = recorded_octet(root) or free_octet()
     os.makedirs(root, mode=0o700, exist_ok=True)
+    octet = reserve_octet(root, octet if octet is not None else recorded_octet(root))
     return _run_playbook("create.yml", root, {
         "cfs_hosts_root": root,
         "cfs_hosts_count": count,
@@ -123,11 +190,13 @@ def down(root, forks=16):
     """Remove every host under `root`, and `root` itself."""
     root = os.path.abspath(root)
     if not os.path.exists(root):
+        release_octet(root)
         return
     if not os.path.exists(os.path.join(root, MARKER)):
         # destroy.yml refuses it too; checked here before anything is written under it
         raise FleetError("%s has no %s: it is not a fleet root, so nothing there is removed" % (root, MARKER))
     _run_playbook("destroy.yml", root, {"cfs_hosts_root": root}, forks)
+    release_octet(root)
 
 
 def changed_counts(output):
@@ -152,9 +221,9 @@ def machine_state(root, octet):
     with open("/proc/self/mountinfo") as f:
         mounts = sorted(" ".join(line.split()[3:]) for line in f)
     names = [line.split(":")[1].strip().split("@")[0] for line in links.splitlines()]
-    ours = re.compile(r"cf%dh\d+$" % octet)
+    ours = re.compile(r"cf%dh\d+$" % octet) if octet is not None else None  # None: before it has one
     return {
-        "links": sorted(name for name in names if ours.match(name) or not FLEET_LINK.match(name)),
+        "links": sorted(name for name in names if not FLEET_LINK.match(name) or (ours and ours.match(name))),
         "netns": sorted(netns.splitlines()),
         "mounts": mounts,
         "processes": processes_under(root),

@@ -43,9 +43,10 @@ def fleet_root():
 
 
 def test_fleet_up_use_down(fleet_root):
-    octet = fleet.free_octet()
-    before = fleet.machine_state(fleet_root, octet)
-    inventory = fleet.up(2, fleet_root, octet=octet)
+    before = fleet.machine_state(fleet_root, None)
+    inventory = fleet.up(2, fleet_root)
+    octet = fleet.recorded_octet(fleet_root)
+    assert fleet.reservation_holder(octet) == fleet_root
 
     # the non-root login user, and root through become (sudo)
     who = ad_hoc(inventory, "cfs_hosts", "ansible.builtin.command", "id -un", "-e", "ansible_become=false")
@@ -75,3 +76,4 @@ def test_fleet_up_use_down(fleet_root):
     fleet.down(fleet_root)
     assert not os.path.exists(fleet_root)
     assert fleet.machine_state(fleet_root, octet) == before
+    assert not os.path.exists(os.path.join(fleet.OCTETS_DIR, str(octet)))
