@@ -8,6 +8,7 @@ Standard library only (pyyaml when there is only galaxy.yml): the CLI uses it wi
 Private to the collection; may change without notice.
 """
 
+import functools
 import json
 import os
 
@@ -15,6 +16,8 @@ COLLECTION_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspat
 VERSION_FALLBACK = "0.0.0"
 
 
+# read once per process, not once per loop item (from a checkout it parses galaxy.yml)
+@functools.lru_cache(maxsize=None)
 def collection_version(root=COLLECTION_ROOT):
     """The version of the collection at `root`; VERSION_FALLBACK when neither file says it."""
     try:

@@ -19,4 +19,5 @@ def test_an_installed_copy_says_its_manifest_version(tmp_path):
 def test_neither_file_gives_the_fallback(tmp_path):
     assert _version.collection_version(str(tmp_path)) == _version.VERSION_FALLBACK
     (tmp_path / "MANIFEST.json").write_text("{not json")
+    _version.collection_version.cache_clear()  # (read once per process)
     assert _version.collection_version(str(tmp_path)) == _version.VERSION_FALLBACK
