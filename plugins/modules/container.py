@@ -260,6 +260,7 @@ from ansible_collections.fromscratch.containerfs.plugins.module_utils import _mo
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._errors import ContainerfsError
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._plan import plan as _plan
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import lifecycle as _lifecycle
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import namespaces as _namespaces
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import host_steps as _host_steps
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import process as _process
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime.errors import ApplyError
@@ -283,13 +284,7 @@ def load_raw_spec(module):
         except OSError as exc:
             module.fail_json(msg="cannot read spec_file %s: %s" % (params["spec_file"], exc))
         return raw, os.path.dirname(os.path.abspath(params["spec_file"]))
-    if params["spec"] is not None:
-        return dict(params["spec"]), None
-    return dict(BY_NAME_ONLY), None
-
-
-# The spec of state=absent by name only: its paths come from the name and the dirs.
-BY_NAME_ONLY = {"rootfs": {"path": "/"}}
+    return dict(params["spec"]), None
 
 
 def check_params(params):
@@ -301,14 +296,29 @@ def check_params(params):
             params[key] = _host_steps.check_host_dir(params[key], key)
 
 
+def plan_by_name(name, state_dir, run_dir):
+    """What absent removes of a container with no recorded plan (never made, gone already,
+    or a set-up that stopped before writing its record): its paths, which the layout derives
+    from the name and the dirs, and every kind of namespace the runtime pins, so that what
+    such a set-up left is found. No spec is needed, nor checked."""
+    return {
+        "name": name,
+        "digest": None,
+        "paths": _layout.container_paths(name, state_dir or _layout.DEFAULT_STATE_DIR,
+                                         run_dir or _layout.DEFAULT_RUN_DIR, overlay=True),
+        "steps": [{"op": "namespaces", "phase": "host", "at_start": False,
+                   "namespaces": [{"type": kind, "path": None} for kind in _namespaces.NS_FILES],
+                   "propagation": _plan.NAMESPACE_PROPAGATION}],
+    }
+
+
 def build_plan(module):
     params = module.params
     if not (params["spec"] or params["spec_file"] or params["bundle"]):
         # by name only (state=absent): the plan it was set up from says where it all is
         recorded = _host_steps.recorded_plan(params["state_dir"] or _layout.DEFAULT_STATE_DIR,
                                              params["name"], params["run_dir"])
-        if recorded is not None:
-            return recorded
+        return recorded or plan_by_name(params["name"], params["state_dir"], params["run_dir"])
     raw, base_dir = load_raw_spec(module)
     for key in ("name", "state_dir", "run_dir"):
         if module.params[key]:
@@ -318,15 +328,10 @@ def build_plan(module):
         pull = not module.check_mode and params["state"] != "absent"
         plan = _plan.build_plan(_image_spec.load(raw, base_dir=base_dir, fetch_layers=pull))
     except SpecError:
-        recorded = recorded_for_absent(params, raw)
-        if recorded is not None:
-            return recorded
-        if params["state"] != "absent" or not isinstance(raw.get("name"), str):
+        # a second absent after the image went is ok, not an error
+        plan = absent_without_spec(params, raw)
+        if plan is None:
             raise
-        # nothing recorded under that name: gone already, or never made; removing it by
-        # name needs no spec (a second absent after its image went is ok, not an error)
-        by_name = dict((key, raw[key]) for key in ("name", "state_dir", "run_dir") if raw.get(key))
-        plan = _plan.build_plan(_image_spec.load(dict(BY_NAME_ONLY, **by_name)))
     # whatever the spec validator allowed: the name and dirs every path is built from
     _host_steps.check_name(plan["name"])
     _host_steps.check_host_dir(os.path.dirname(os.path.dirname(plan["paths"]["state"])), "state_dir")
@@ -334,9 +339,11 @@ def build_plan(module):
     return plan
 
 
-def recorded_for_absent(params, raw):
+def absent_without_spec(params, raw):
     """With state=absent, a spec that no longer loads (its image removed from the store,
-    say): the plan the container was set up from says what to remove; None if there is none."""
+    say): the plan the container was set up from says what to remove, else its name and
+    dirs do (plan_by_name). None when not removing, or when the spec names no valid
+    container (its own error says why)."""
     if params["state"] != "absent" or not isinstance(raw.get("name"), str):
         return None
     try:
@@ -345,9 +352,13 @@ def recorded_for_absent(params, raw):
         run_dir = raw.get("run_dir")
         if run_dir is not None:
             run_dir = _host_steps.check_host_dir(run_dir, "run_dir")
-        return _host_steps.recorded_plan(state_dir, raw["name"], run_dir)
     except ContainerfsError:
         return None
+    try:
+        recorded = _host_steps.recorded_plan(state_dir, raw["name"], run_dir)
+    except ContainerfsError:
+        recorded = None  # unreadable: removed by name
+    return recorded or plan_by_name(raw["name"], state_dir, run_dir)
 
 
 def failure_details(exc):

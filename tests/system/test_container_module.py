@@ -244,6 +244,8 @@ def test_info_reports_mounts_and_drift_and_absent_by_name(tmp_path, spec):
     assert host_mounts_under(spec["run_dir"]) == []
     assert not os.path.exists(os.path.join(spec["run_dir"], "box"))
     assert run_playbook(tmp_path, [info_task])[0]["exists"] is False
+    # nothing recorded any more: absent by name takes the paths from the layout, no change
+    assert run_playbook(tmp_path, [by_name])[0]["changed"] is False
 
 
 def test_info_lists_a_module_container_and_a_script_run(tmp_path, spec, rootfs):
