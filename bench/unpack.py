@@ -9,6 +9,7 @@
    directory), cached in bench/.cache/layout-N.
 3. Times, best of --runs, each on a fresh destination:
      ours/pull      ImageStore.pull: verify + unpack every layer into the layer store
+                    (up to two layers side by side), and the same one layer at a time
      ours/flatten   ImageStore.flatten: the stored layers -> one rootfs directory
      ours/unpack    unpack(): blobs -> one rootfs directory directly (CLI path)
      tar            GNU `tar -xzpf` of the same layer blobs, in order, into one directory
@@ -39,6 +40,7 @@ sys.path.insert(0, REPO)
 from tests.lib import collection  # noqa: E402
 
 collection.register()
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import parallel as _parallel  # noqa: E402
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import store as _image_store  # noqa: E402
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import unpack as _unpack  # noqa: E402
 
@@ -221,6 +223,14 @@ def run(layout, blobs, work, runs):
     def ours_pull(d):
         _image_store.ImageStore(d).pull("bench", layout, tag="bench")
 
+    def ours_pull_one_at_a_time(d):
+        workers = _parallel.MAX_LAYER_WORKERS
+        _parallel.MAX_LAYER_WORKERS = 1
+        try:
+            ours_pull(d)
+        finally:
+            _parallel.MAX_LAYER_WORKERS = workers
+
     def ours_unpack(d):
         _unpack.unpack(layout, d, tag="bench")
 
@@ -240,6 +250,7 @@ def run(layout, blobs, work, runs):
         _image_store.ImageStore(store_root).flatten("bench", d)
 
     plan = [("ours: store pull (verify+unpack)", ours_pull),
+            ("ours: store pull, 1 layer at once", ours_pull_one_at_a_time),
             ("ours: flatten from the store", ours_flatten),
             ("ours: unpack blobs -> rootfs (CLI)", ours_unpack),
             ("tar -xzpf (GNU tar)", gnu_tar)]

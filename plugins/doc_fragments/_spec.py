@@ -128,6 +128,36 @@ options:
                 choices:
                 - missing
                 - always
+              limits:
+                description:
+                - Budgets checked while the layers are unpacked (positive integers), so that a hostile
+                  image (a decompression bomb) stops early with an error naming the layer and the limit,
+                  and leaves nothing behind. Only layers unpacked now count; the defaults fit real images
+                  with a wide margin.
+                - A layer that is not a tar is refused whatever the limits.
+                type: dict
+                suboptions:
+                  bytes:
+                    description:
+                    - 'Uncompressed bytes of the image''s layers: their tar streams, file data and headers.
+                      Default V(10737418240).'
+                    type: int
+                  entries:
+                    description:
+                    - 'Tar entries of the image: files, directories, links, whiteouts. Default V(2000000).'
+                    type: int
+                  depth:
+                    description:
+                    - Path components of an entry's name. Default V(255).
+                    type: int
+                  layer_bytes:
+                    description:
+                    - Uncompressed bytes of one layer. Default C(bytes).
+                    type: int
+                  layer_entries:
+                    description:
+                    - Tar entries of one layer. Default C(entries).
+                    type: int
           overlay:
             description:
             - Mount the rootfs as an overlay with a per-container upper dir (C(<state_dir>/containers/<name>/upper)),

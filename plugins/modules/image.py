@@ -116,6 +116,41 @@ options:
         the layers.
     type: bool
     default: false
+  limits:
+    description:
+      - Budgets that stop a hostile image (a decompression bomb, millions of empty files,
+        absurdly deep paths) before it fills the store's filesystem or runs for hours. They
+        are checked while the layers stream; a layer that goes over one fails the task with
+        a message naming the layer's digest, the limit and this option, and the import
+        leaves nothing behind (the layers it added go too).
+      - Only layers unpacked by this run count; a layer the store holds already is not read.
+      - The defaults fit real images with a wide margin (see C(docs/image-hazards.md)); raise one
+        for a trusted image that needs more.
+      - A layer that is not a tar (random bytes, or a stream of zeros that never ends) is
+        refused whatever the limits.
+    type: dict
+    suboptions:
+      bytes:
+        description:
+          - The uncompressed size of the image's layers (their tar streams, file data and
+            headers) in bytes. Default 10 GiB (V(10737418240)).
+        type: int
+      entries:
+        description:
+          - Tar entries (files, directories, links, whiteouts) of the image. Default V(2000000).
+        type: int
+      depth:
+        description:
+          - Path components of an entry's name (C(usr/bin/sh) is 3). Default V(255).
+        type: int
+      layer_bytes:
+        description:
+          - Like O(limits.bytes), for each layer alone. Default O(limits.bytes).
+        type: int
+      layer_entries:
+        description:
+          - Like O(limits.entries), for each layer alone. Default O(limits.entries).
+        type: int
   prune:
     description:
       - Also remove every layer of the store that no image record and no container uses
@@ -173,6 +208,13 @@ EXAMPLES = r"""
   fromscratch.containerfs.image:
     name: debian-minbase
     source: /srv/rootfs.tar.zst
+
+- name: Import a trusted image bigger than the default budget of 10 GiB
+  fromscratch.containerfs.image:
+    name: cuda-devel
+    source: /srv/images/cuda-devel.tar
+    limits:
+      bytes: 32212254720      # 30 GiB
 
 - name: Remove an image and the layers nothing else uses
   fromscratch.containerfs.image:
@@ -280,6 +322,7 @@ from ansible_collections.fromscratch.containerfs.plugins.module_utils import _mo
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.errors import (
     ImageError, ImageInputError,
 )
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import budget as _budget
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import registry as _registry
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.store import (
     IMAGE_ARGUMENT_SPEC, ImageStore,
@@ -315,7 +358,8 @@ def _present(module, store):
         raise ImageInputError("state=present needs source (the image to import as %r)" % p["name"])
     r = store.pull(p["name"], p["source"], format=p["format"], tag=p["tag"],
                    digest=p["digest"], platform=p["platform"], check_mode=module.check_mode,
-                   registry=_registry.options_from_params(p))
+                   registry=_registry.options_from_params(p),
+                   budget=_budget.Budget(p["limits"], hint="the option limits.%(name)s"))
     result = {"changed": r["changed"], "image": r["image"], "layers_added": r["layers_added"]}
     if not module.check_mode:
         result["lowerdirs"] = store.lowerdirs(p["name"])

@@ -20,6 +20,7 @@ Private to the collection; may change without notice.
 import sys
 import time
 
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import budget as _budget
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import registry as _registry
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import source as _image_source
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import store as _store
@@ -89,6 +90,21 @@ def _add_common(sub):
                      "registries)")
     sub.add_argument("--no-progress", action="store_true",
                      help="no progress bar (it is shown only when stderr is a terminal)")
+    limits = sub.add_argument_group(
+        "budgets", "stop a hostile image (decompression bomb) early, leaving nothing; the "
+        "defaults fit real images with a wide margin")
+    for name in _budget.LIMIT_NAMES:
+        default = _budget.DEFAULT_LIMITS[name]
+        limits.add_argument("--max-" + name.replace("_", "-"), dest="max_" + name, metavar="N",
+                            type=int, help="%s (default: %s)" % (
+                                _budget.LIMIT_DESCRIPTIONS[name], default if default is not None
+                                else "as --max-" + name[len("layer_"):]))
+
+
+def budget_of(args):
+    """The Budget the command line asks for (ImageInputError on a bad limit)."""
+    limits = dict((name, getattr(args, "max_" + name)) for name in _budget.LIMIT_NAMES)
+    return _budget.Budget(limits, hint="--max-%(flag)s")
 
 
 def registry_options(args):
@@ -108,7 +124,7 @@ def pull_main(args, stderr=None, stdout=None):
         name = args.name or ref.image_name
         return ref, name, _store.ImageStore(args.store).pull(
             name, str(ref), platform=args.platform, progress=progress_bar,
-            registry=registry_options(args))
+            registry=registry_options(args), budget=budget_of(args))
 
     status, outcome = _attempt("pull", pull, progress_bar, stderr)
     if status != EXIT_OK:
@@ -166,7 +182,8 @@ def main(args, stderr=None, stdout=None):
         kw = {"registry": registry_options(args)} if _registry.is_reference(args.source) else {}
         return _unpack.unpack(args.source, args.dest, format=args.format, tag=args.tag,
                               digest=args.digest, platform=args.platform,
-                              progress=progress_bar, store=args.store, name=args.name, **kw)
+                              progress=progress_bar, store=args.store, name=args.name,
+                              budget=budget_of(args), **kw)
 
     status, result = _attempt("unpack", unpack, progress_bar, stderr)
     if status != EXIT_OK:

@@ -53,6 +53,7 @@ plugins/module_utils/_image/registry.py plugins/module_utils/_image/source.py
 plugins/module_utils/_image/source_fs.py plugins/module_utils/_image/source_registry.py
 plugins/module_utils/_image/store.py plugins/module_utils/_image/tar.py
 plugins/module_utils/_image/tree.py plugins/module_utils/_image/unpack.py
+plugins/module_utils/_image/budget.py plugins/module_utils/_image/parallel.py
 plugins/module_utils/_oci/__init__.py plugins/module_utils/_oci/bundle.py
 plugins/module_utils/_plan/__init__.py plugins/module_utils/_plan/plan.py
 plugins/module_utils/_runtime/__init__.py plugins/module_utils/_runtime/applier.py

@@ -34,3 +34,12 @@ class UnsafeLayerError(ImageInputError):
 
 class ImageNotFoundError(ImageInputError):
     """The tag, digest or platform asked for is not in the source."""
+
+
+class BudgetExceededError(ImageInputError):
+    """A layer or image unpacks more bytes, entries or path depth than its budget allows
+    (_image.budget); `limit` names the limit that stopped it."""
+
+    def __init__(self, msg, path=None, limit=None):
+        super().__init__(msg, path)
+        self.limit = limit

@@ -33,6 +33,7 @@ import os
 import stat
 
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import blob as _blob
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import budget as _budget
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import tree as _tree
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.errors import (
     ImageError, LayerVerifyError, UnsafeLayerError,
@@ -373,21 +374,27 @@ _HANDLERS = {
 
 
 def apply_layer(fileobj, root, flatten=False, name="layer", digest=None, size=None,
-                diff_id=None, progress=None, applier=None, compression=None):
+                diff_id=None, progress=None, applier=None, compression=None, budget=None,
+                stream=None):
     """Read one layer blob from `fileobj` and apply it onto `root`; verify it.
 
     `digest`/`size` are the descriptor's (checked against the blob as read), `diff_id`
-    the config's (checked against the uncompressed tar stream). Returns a dict with the
+    the config's (checked against the uncompressed tar stream). `budget`: the image's
+    _budget.Budget (shared by its layers; default: the default limits, for this layer
+    alone), checked while the stream is read. `stream`: the _blob.layer_stream() of
+    `fileobj` with these arguments, already started to read ahead (default: one made
+    here). Returns a dict with the
     measured `digest`, `size`, `diff_id`, `compression` and `warnings`. On any error
     the caller owns cleaning `root` (write into a temporary directory).
     """
-    algo = _blob.split_digest(digest)[0] if digest else (
-        _blob.split_digest(diff_id)[0] if diff_id else "sha256")
+    if stream is None:
+        stream = _blob.layer_stream(fileobj, name=name, digest=digest, size=size, diff_id=diff_id,
+                                    progress=progress, compression=compression)
     if applier is None:
         applier = LayerApplier(root, flatten=flatten)
-    with _blob.BlobStream(fileobj, name=name, algo=algo, expected_size=size, progress=progress,
-                          compression=compression) as blob:
-        reader = TarReader(blob, name=name)
+    with stream as blob:
+        budget = budget if budget is not None else _budget.Budget()
+        reader = TarReader(blob, name=name, budget=budget.layer(name))
         try:
             applier.apply(reader, layer=name)
         except ImageError:

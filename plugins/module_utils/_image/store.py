@@ -25,14 +25,17 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import blob as _blob
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import budget as _budget
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import flatten as _flatten
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import hostfs as _hostfs
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import layers as _layers
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import parallel as _parallel
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _layout
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.errors import (
-    ImageError, ImageInputError,
+    BudgetExceededError, ImageError, ImageInputError,
 )
 # Re-exported: callers catch every image error from this module.
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.errors import (  # noqa: F401 pylint: disable=unused-import
@@ -60,6 +63,7 @@ IMAGE_ARGUMENT_SPEC = {
         "force": {"type": "bool", "default": False},
         "prune": {"type": "bool", "default": False},
         "flatten": {"type": "path"},
+        "limits": _budget.ARGUMENT_SPEC,
     },
     # name and source are checked by the module: `prune` alone needs neither
     "required_by": {"source": ("name",), "flatten": ("name",)},
@@ -124,6 +128,8 @@ class ImageStore:
         self.images_dir = self.layout.images_dir
         self.refs_dir = self.layout.refs_dir
         self.containers_dir = self.layout.containers_dir
+        # the layers of a pull finish side by side (_parallel): one at a time takes its place
+        self._commit_lock = threading.Lock()
 
     # -- naming
     @staticmethod
@@ -413,12 +419,14 @@ class ImageStore:
                 and all(self.has_layer(d) for d in before.get("layers") or []))
 
     def pull(self, name, source, format="auto", tag=None, digest=None, platform=None,
-             check_mode=False, progress=None, registry=None):
+             check_mode=False, progress=None, registry=None, budget=None):
         """Make image `name` in the store the image at `source`.
 
         Layers already present (dir + metadata) are neither read nor hashed again. Returns
         {changed, image (the record), before, layers_added, warnings}. In check mode
         nothing is written; a tarball is hashed (read-only) to know its diff_id.
+        `budget`: the _budget.Budget its layers share (default: the default limits); a
+        pull that exceeds it leaves no layer behind.
         """
         self.check_name(name)
         source = source_path(source)
@@ -430,19 +438,20 @@ class ImageStore:
             return {"changed": False, "image": before, "before": before, "layers_added": [],
                     "warnings": []}
         if check_mode:
-            return self._pull_check(name, image, source, before, progress)
+            return self._pull_check(name, image, source, before, progress, budget)
         warnings = []
         added = []
-        with self._locked():
-            todo = [(i, layer) for i, layer in enumerate(image["layers"])
-                    if not (layer["diff_id"] and self.has_layer(layer["diff_id"]))]
+        budget = budget if budget is not None else _budget.Budget()
+        with self._locked(), self._undo_on_budget_error():
+            todo = self._layers_to_unpack(image["layers"])
             step = _blob.progress_adapter(progress, sum(layer["size"] or 0 for _i, layer in todo))
             with layer_opener(image, layers=[layer for _i, layer in todo]) as opener:
-                for i, layer in todo:
-                    got = self._unpack_layer(image, layer, i, opener, step)
-                    warnings.extend(got.get("warnings") or [])
-                    if got.get("added"):
-                        added.append(layer["diff_id"])
+                results = _parallel.run_layers(todo, lambda job, guarded: self._unpack_layer(
+                    image, job[1], job[0], guarded, step, budget=budget), opener)
+            for (_i, layer), got in zip(todo, results):
+                warnings.extend(got.get("warnings") or [])
+                if got.get("added"):
+                    added.append(layer["diff_id"])
             after = self._new_record(name, image, source)
             if after != before:
                 _write_json(self.record_path(name), after)
@@ -450,14 +459,28 @@ class ImageStore:
         return {"changed": changed, "image": after, "before": before, "layers_added": added,
                 "warnings": warnings}
 
-    def _pull_check(self, name, image, source, before, progress):
+    def _layers_to_unpack(self, layers):
+        """[(index, layer)] of the layers not in the store, each diff_id once: a layer listed
+        twice is unpacked once, by the first (the layers run side by side)."""
+        todo = []
+        planned = set()
+        for i, layer in enumerate(layers):
+            diff_id = layer["diff_id"]   # None (a tarball's, not known yet): always read
+            if diff_id and (diff_id in planned or self.has_layer(diff_id)):
+                continue
+            planned.add(diff_id)
+            todo.append((i, layer))
+        return todo
+
+    def _pull_check(self, name, image, source, before, progress, budget=None):
         added = []
         for layer in image["layers"]:
             if layer["diff_id"] is None:   # a tarball: hash it to know what it is
                 with open(source, "rb", buffering=0) as f, _blob.BlobStream(
                         f, name=source, progress=_blob.progress_adapter(progress, layer["size"])) as b:
-                    for _chunk in b:
-                        pass
+                    layer_budget = (budget or _budget.Budget()).layer(source)   # bounds the time
+                    for chunk in b:
+                        layer_budget.add_bytes(len(chunk))
                 layer["diff_id"] = b.diff_id
             if not self.has_layer(layer["diff_id"]) and layer["diff_id"] not in added:
                 added.append(layer["diff_id"])
@@ -467,11 +490,11 @@ class ImageStore:
                 "warnings": []}
 
     def add_layer(self, source, format, blob, digest, size, diff_id, compression=None,
-                  media_type=None, progress=None, index=0, registry=None):
+                  media_type=None, progress=None, index=0, registry=None, budget=None):
         """Verify and unpack layer `index` of the image at `source` into the store, unless
         it is there already (the container applier's way in: its plan lists the layers).
         Asked under the lock: a collection holds it from reading references to deleting.
-        `registry`: registry.RegistryOptions for a docker:// source."""
+        `registry`: registry.RegistryOptions for a docker:// source; `budget`: see pull."""
         image = {"source": source_path(source), "format": format, "registry": registry}
         layer = {"path": blob, "digest": digest, "size": size, "diff_id": diff_id,
                  "compression": compression, "media_type": media_type}
@@ -480,9 +503,9 @@ class ImageStore:
                 return {"added": False}
             with layer_opener(image) as opener:
                 return self._unpack_layer(image, layer, index, opener,
-                                          _blob.progress_adapter(progress, size or 0))
+                                          _blob.progress_adapter(progress, size or 0), budget=budget)
 
-    def _unpack_layer(self, image, layer, index, opener, step):
+    def _unpack_layer(self, image, layer, index, opener, step, budget=None):
         tmp = tempfile.mkdtemp(prefix=_layout.TEMP_PREFIX, dir=self.layers_dir)
         stat_before = blob_stat(image["source"], layer["path"])
         try:
@@ -492,26 +515,44 @@ class ImageStore:
                 got = _layers.apply_layer(
                     f, tmp, flatten=False, name=layer_name(image, layer, index),
                     digest=layer["digest"], size=layer["size"] if layer["digest"] else None,
-                    diff_id=layer["diff_id"], progress=step, compression=layer["compression"])
+                    diff_id=layer["diff_id"], progress=step, compression=layer["compression"],
+                    budget=budget)
             finally:
                 f.close()
             layer["diff_id"] = got["diff_id"]
-            if self.has_layer(got["diff_id"]):   # a tarball already stored under its id
-                shutil.rmtree(tmp)
-                self._remember_blob(image["source"], layer["path"], stat_before, got)
-                return got
-            final = self.layer_path(got["diff_id"])
-            _hostfs.remove_tree(final)         # a dir without metadata: incomplete
-            os.rename(tmp, final)
+            with self._commit_lock:
+                return self._commit_layer(tmp, image, layer, stat_before, got)
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(tmp, ignore_errors=True)   # gone already when it was committed
             raise
+
+    def _commit_layer(self, tmp, image, layer, stat_before, got):
+        """The verified layer unpacked in `tmp` becomes the store's (metadata last)."""
+        if self.has_layer(got["diff_id"]):   # stored meanwhile, or a tarball stored under its id
+            shutil.rmtree(tmp)
+            self._remember_blob(image["source"], layer["path"], stat_before, got)
+            return got
+        final = self.layer_path(got["diff_id"])
+        _hostfs.remove_tree(final)         # a dir without metadata: incomplete
+        os.rename(tmp, final)
         _hostfs.write_file(self.layer_meta_path(got["diff_id"]), _layout.layer_metadata_text(
             _layout.layer_metadata(got["diff_id"], layer["digest"] or got["digest"], got["size"],
                                    layer["media_type"], got["compression"], got["warnings"])))
         self._remember_blob(image["source"], layer["path"], stat_before, got)
         got["added"] = True
         return got
+
+    @contextlib.contextmanager
+    def _undo_on_budget_error(self):
+        """A pull its budget stopped leaves nothing: the layers it added before (or beside)
+        the one that went over go too, unless something uses them. Other failures keep
+        them: they are complete and verified, and a retry need not read them again."""
+        before = set(self.layers())
+        try:
+            yield
+        except BudgetExceededError:
+            self._gc([d for d in self.unused_layers() if d not in before])
+            raise
 
     def remove(self, name, keep_layers=False, force=False, check_mode=False):
         """Remove image `name` and, unless keep_layers, those of its layers nothing else

@@ -9,6 +9,11 @@ byte chunks) and yields one `TarEntry` per file; it never seeks, and the data of
 regular entry goes straight to a file descriptor (`copy_to()`). `clean_name()` turns a
 tar name into a path relative to the layer's root, refusing ``..``.
 
+Given a `_budget.LayerBudget`, the reader feeds it every chunk of the stream and every
+member as it reads them, so a decompression bomb stops at its limit. What is not a tar is
+refused: a first header with a bad checksum, or more than zero padding (MAX_TRAILER)
+after the end-of-archive marker - a gzip of zeros is "end of archive" and padding forever.
+
 Private to the collection; may change without notice.
 """
 
@@ -21,6 +26,14 @@ from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.err
 )
 
 REGULAR, HARDLINK, SYMLINK, CHARDEV, BLOCKDEV, DIRECTORY, FIFO = "0", "1", "2", "3", "4", "5", "6"
+# Go's archive/tar reads pax and GNU long-name headers of at most 1 MiB; so do we (they are
+# held in memory whole).
+MAX_EXTENDED_HEADER = 1 << 20
+# What may follow the end-of-archive marker: zero padding up to a record (10 KiB for GNU
+# tar and Python's tarfile, none for Go's), with room for large blocking factors. More, or
+# anything but zeros, is not a tar layer: a gzip of zeros decompresses to "end-of-archive
+# and padding" forever, and another tar reader could find entries we never saw.
+MAX_TRAILER = 1 << 20
 
 
 class TarEntry:
@@ -82,8 +95,9 @@ class TarReader:
     or is skipped automatically before the next header.
     """
 
-    def __init__(self, chunks, name="layer"):
+    def __init__(self, chunks, name="layer", budget=None):
         self._it = iter(chunks)
+        self._budget = budget  # _budget.LayerBudget: fed every chunk and member
         self._buf = b""
         self._off = 0
         self._pending = 0      # data + padding left of the current entry
@@ -93,6 +107,8 @@ class TarReader:
     def _fill(self):
         for data in self._it:
             if data:
+                if self._budget is not None:
+                    self._budget.add_bytes(len(data))
                 if self._off < len(self._buf):
                     self._buf = self._buf[self._off:] + data
                 else:
@@ -143,11 +159,28 @@ class TarReader:
         self._pending -= size
 
     def drain(self):
-        """Consume what is left of the stream (the hashes need every byte)."""
+        """Consume what is left of the stream after the end-of-archive marker (the hashes
+        need every byte): zero padding of at most MAX_TRAILER bytes, else refused."""
+        seen = self._trailer(self._buf[self._off:], 0)
         self._buf = b""
         self._off = 0
-        for _data in self._it:
-            pass
+        for data in self._it:
+            if self._budget is not None:
+                self._budget.add_bytes(len(data))
+            seen = self._trailer(data, seen)
+
+    def _trailer(self, data, seen):
+        """`data` follows `seen` bytes after the end-of-archive marker: the new count."""
+        if data.count(0) != len(data):
+            raise ImageInputError("%s: data after the tar end-of-archive marker (at byte %d): not a "
+                                  "tar layer, or more than one archive; refusing it" % (
+                                      self.name, self.offset))
+        seen += len(data)
+        if seen > MAX_TRAILER:
+            raise ImageInputError("%s: more than %d bytes of zeros after the tar end-of-archive "
+                                  "marker (at byte %d): not a tar layer (a stream of zeros?); "
+                                  "refusing it" % (self.name, MAX_TRAILER, self.offset))
+        return seen
 
     def __iter__(self):
         global_pax = {}
@@ -165,6 +198,8 @@ class TarReader:
             except ValueError as exc:
                 raise ImageInputError("%s: malformed tar header near byte %d: %s" % (
                     self.name, self.offset, exc))
+            if self._budget is not None:
+                self._budget.add_entry(entry.name if entry is not None else None)
             if entry is not None:
                 yield entry
 
@@ -189,6 +224,10 @@ class TarReader:
             typeflag = chr(header[156]) if header[156] else REGULAR
             size = _num(header[124:136])
             if typeflag in ("x", "g", "L", "K"):
+                if not 0 <= size <= MAX_EXTENDED_HEADER:
+                    raise ImageInputError("%s: a %r header of %d bytes at byte %d (at most %d): "
+                                          "refusing it" % (self.name, typeflag, size, at,
+                                                           MAX_EXTENDED_HEADER))
                 data = self._read_exact(size)
                 self._skip(-size % 512)
                 if typeflag == "x":

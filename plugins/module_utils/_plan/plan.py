@@ -118,6 +118,9 @@ def _image_layers(spec, paths):
                        "store's garbage collection)", path=paths["image_ref"],
                        content=json.dumps({"layers": [l["diff_id"] for l in resolved["layers"]]},
                                           sort_keys=True) + "\n", mode="0644"))
+    # how to reach a registry source (auth file, CA, TLS; no credentials) and the budgets of
+    # the unpacking (_image.budget), when the spec gives them
+    options = dict((key, dict(image[key])) for key in ("registry", "limits") if image.get(key))
     for layer in resolved["layers"]:
         steps.append(_step(
             "unpack_layer", "host", "image layer: verify digest and diff_id, unpack once, "
@@ -125,8 +128,7 @@ def _image_layers(spec, paths):
             blob=layer["path"], digest=layer["digest"], size=layer["size"],
             diff_id=layer["diff_id"], compression=layer["compression"] or "",
             media_type=layer.get("media_type"), dest=layer_dir(image["store"], layer["diff_id"]),
-            # a registry source: how to reach it (auth file, CA, TLS), no credentials
-            **({"registry": dict(image["registry"])} if image.get("registry") else {})))
+            **options))
     return steps
 
 

@@ -138,6 +138,7 @@ class HostSteps:
         self.check_mode = check_mode
         self.on_done = on_done or (lambda: None)  # called after each step done (not checked)
         self.layer_index = 0
+        self.budget = None    # the image's _image.budget.Budget, shared by its layer steps
 
     def converge(self):
         """Do every host step that is missing; return the description of each."""
@@ -196,6 +197,9 @@ class HostSteps:
         if self.check_mode:
             return not store.has_layer(step["diff_id"])
         index, self.layer_index = self.layer_index, self.layer_index + 1
+        if self.budget is None:
+            from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import image as _spec_image
+            self.budget = _spec_image.budget_of(step)
         registry = None
         if step.get("registry"):
             from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import registry as _spec_registry
@@ -204,7 +208,8 @@ class HostSteps:
             got = store.add_layer(
                 step["source"], step["format"], step["blob"], digest=step["digest"],
                 size=step["size"], diff_id=step["diff_id"], compression=step["compression"] or None,
-                media_type=step.get("media_type"), index=index, registry=registry)
+                media_type=step.get("media_type"), index=index, registry=registry,
+                budget=self.budget)
         except _image_store.ImageError as exc:
             raise ApplyError(str(exc), step=describe_step(step))
         return bool(got.get("added"))

@@ -15,6 +15,7 @@ Standard library only. Private to the collection; may change without notice.
 
 import copy
 
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import budget as _budget
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._layout import DEFAULT_RUN_DIR, DEFAULT_STATE_DIR
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import mountopts
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import registry as _spec_registry
@@ -51,6 +52,15 @@ def _aliases_text(aliases):
 
 _WORD_TEXT = "One word: no whitespace, C(,), C(#), quotes or backslash."
 
+
+def _limit_text(name):
+    default = _budget.DEFAULT_LIMITS[name]
+    return "%s%s. Default %s." % (_budget.LIMIT_DESCRIPTIONS[name][0].upper(), _budget.LIMIT_DESCRIPTIONS[name][1:],
+                                  "V(%d)" % default if default is not None else "C(%s)" % name[len("layer_"):])
+
+
+IMAGE_LIMITS = tuple(Field(name, "int", _limit_text(name)) for name in _budget.LIMIT_NAMES)
+
 IMAGE = (
     Field("name", "str", [
         "An image of the store, imported by M(fromscratch.containerfs.image) under this name: its "
@@ -82,6 +92,11 @@ IMAGE = (
         "this very reference without the network (a converge that changes nothing never reaches the "
         "registry); V(always) resolves the tag again (a tag moved to another digest changes the plan)."],
         default=_spec_registry.DEFAULT_PULL, choices=_spec_registry.PULL_POLICIES),
+    Field("limits", "dict", [
+        "Budgets checked while the layers are unpacked (positive integers), so that a hostile image "
+        "(a decompression bomb) stops early with an error naming the layer and the limit, and leaves "
+        "nothing behind. Only layers unpacked now count; the defaults fit real images with a wide margin.",
+        "A layer that is not a tar is refused whatever the limits."], fields=IMAGE_LIMITS),
 )
 
 ROOTFS = (

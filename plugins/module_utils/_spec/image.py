@@ -48,6 +48,7 @@ import os
 import re
 
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import blob as _blob
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import budget as _budget
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _layout
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import registry as _registry
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import source as _image_source
@@ -89,7 +90,7 @@ def with_image(raw, base_dir=None, fetch_layers=False):
             meta = _image_source.resolve(source, format=image.get("format") or "auto",
                                          tag=image.get("tag"), digest=image.get("digest"),
                                          platform=image.get("platform"))
-            layers = _complete_layers(meta, store)
+            layers = _complete_layers(meta, store, budget_of(image))
         except ImageError as exc:
             raise SpecError([("rootfs.image.source", str(exc))])
         out_image = dict(image, source=source)
@@ -119,7 +120,7 @@ def _registry_image(store, image, fetch_layers):
             record = _recorded_pull(store, ref, platform)
         if record is None and fetch_layers:
             record = store.pull(ref.image_name, str(ref), platform=platform,
-                                registry=_spec_registry.options_of(image))["image"]
+                                registry=_spec_registry.options_of(image), budget=budget_of(image))["image"]
         if record is not None:
             meta = {"manifest_digest": record.get("manifest_digest"), "config_digest": record.get("config_digest"),
                     "config": record.get("config"), "rootfs": None,
@@ -134,6 +135,16 @@ def _registry_image(store, image, fetch_layers):
     meta.update(format=_source_registry.FORMAT, source=str(ref))
     layers = [_registry_layer(layer) for layer in meta["layers"]]
     return meta, layers
+
+
+def budget_of(image):
+    """The _budget.Budget of rootfs.image (its `limits`). Limits the validator will refuse
+    count as the defaults here: it reports them, with every other error at once."""
+    hint = "rootfs.image.limits.%(name)s"
+    try:
+        return _budget.Budget(image.get("limits"), hint=hint)
+    except ImageError:
+        return _budget.Budget(hint=hint)
 
 
 def _registry_layer(layer):
@@ -237,7 +248,8 @@ def _image_of(raw):
     if not isinstance(image, dict) or set(image) - set(IMAGE_FIELDS):
         return None
     if not all(value is None or isinstance(value, str) and bad_char(value) is None
-               or key == "tls_verify" and isinstance(value, bool) for key, value in image.items()):
+               or key == "tls_verify" and isinstance(value, bool)
+               or key == "limits" and isinstance(value, dict) for key, value in image.items()):
         return None
     if image.get("name") is not None:
         clean = IMAGE_NAME_RE.fullmatch(image["name"]) and ".." not in image["name"].split("/")
@@ -267,10 +279,11 @@ def _config_of(meta):
     return out
 
 
-def _complete_layers(meta, store):
+def _complete_layers(meta, store, budget):
     """Every layer with digest, size, diff_id and compression known, bottom first: a blob
     the source does not describe is hashed, unless the store hashed it when it unpacked it
-    and its file is unchanged since (size, mtime, ctime, inode: store.known_blob)."""
+    and its file is unchanged since (size, mtime, ctime, inode: store.known_blob). `budget`
+    (the image's _budget.Budget) bounds what hashing a bomb reads."""
     if meta.get("rootfs"):
         return []
     layers = []
@@ -286,8 +299,9 @@ def _complete_layers(meta, store):
                     continue
                 with open_blob(layer) as f:
                     with _blob.BlobStream(f, name="layer %d" % index) as stream:
-                        for _chunk in stream:
-                            pass
+                        layer_budget = budget.layer("%s layer %d" % (meta["source"], index))
+                        for chunk in stream:
+                            layer_budget.add_bytes(len(chunk))   # the time a bomb takes to hash
                         layer.update(digest=layer.get("digest") or stream.digest, size=stream.size,
                                      diff_id=layer.get("diff_id") or stream.diff_id,
                                      compression=stream.compression or "")

@@ -9,6 +9,7 @@ import copy
 import os
 import re
 
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import budget as _budget
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._layout import DEFAULT_STATE_DIR
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import fields as _fields
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import registry as _spec_registry
@@ -17,6 +18,7 @@ from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.text
 
 ROOTFS_FIELDS = _fields.names("rootfs")
 IMAGE_FIELDS = _fields.names("rootfs.image")
+LIMIT_FIELDS = _fields.names("rootfs.image.limits")
 # What picks an image inside a source: the name form takes the stored image as imported.
 SOURCE_ONLY_FIELDS = ("format", "tag", "digest", "platform") + _spec_registry.REGISTRY_FIELDS
 RESOLVED_FIELDS = ("format", "manifest_digest", "config_digest", "rootfs", "layers", "source")
@@ -58,6 +60,9 @@ def _check_image(c, image, state_dir, resolved):
                                                                       out["format"]))
     if "store" in image:
         out["store"] = c.host_dir("rootfs.image.store", image["store"], state_dir)
+    if image.get("limits") is not None:
+        # only when given: the normalised spec of an image without limits stays as it was
+        out["limits"] = _check_limits(c, image["limits"])
     if (out["source"] or out["name"]) and not isinstance(resolved, dict) and "resolved" not in image:
         c.error("rootfs.image", "the image was not read (load the spec with _image_spec.load)")
     elif isinstance(resolved, dict) and _resolved_ok(resolved):
@@ -70,6 +75,19 @@ def _check_image(c, image, state_dir, resolved):
                 "compression or path of a layer)")
     if out["name"] is None:
         del out["name"]   # a spec by source normalises (and digests) as it always did
+    return out
+
+
+def _check_limits(c, limits):
+    """rootfs.image.limits: the budgets of the image's unpacking (_image.budget), as given."""
+    limits = c.fields("rootfs.image.limits", limits, LIMIT_FIELDS)
+    out = {}
+    for name, value in limits.items():
+        problem = _budget.limit_problem(name, value) if name in LIMIT_FIELDS else None
+        if problem:
+            c.error("rootfs.image.limits." + name, problem)
+        elif name in LIMIT_FIELDS and value is not None:
+            out[name] = value
     return out
 
 

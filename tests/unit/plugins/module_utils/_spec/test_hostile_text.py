@@ -102,6 +102,8 @@ FIELDS = {
     ("image", "tls_verify"): ("rootfs.image.tls_verify", False, "rootfs.image.tls_verify", "other", {},
                               registry_image_base),
     ("image", "pull"): ("rootfs.image.pull", "always", "rootfs.image.pull", "word", {}, registry_image_base),
+    ("image", "limits"): ("rootfs.image.limits.bytes", 1 << 30, "rootfs.image.limits.bytes", "other", {},
+                          image_base),
     ("namespaces", "type"): ("namespaces[0].type", "mount", "namespaces[0].type", "word",
                              {"namespaces": [{}]}, base),
     ("namespaces", "path"): ("namespaces[1].path", "/proc/1/ns/net", "namespaces[1].path", "path",
