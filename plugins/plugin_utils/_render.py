@@ -22,6 +22,7 @@ import re
 import jinja2
 
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _errors, _layout
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import budget as _budget
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import registry as _registry
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import mountopts
 
@@ -294,6 +295,7 @@ def _environment(template_dir):
     env.filters["word"] = word
     env.filters["metadata"] = lambda step: shell_quote(layer_metadata(step))
     env.filters["registry_source"] = registry_source
+    env.filters["layer_byte_limit"] = lambda step: word(str(_budget.layer_byte_limit(step.get("limits"))))
     return env
 
 
@@ -469,7 +471,7 @@ def _needed_commands(steps):
         needs.append("setpriv")
     layers = [s for s in steps if s["op"] == "unpack_layer"]
     if layers:
-        needs += ["cat", "tar", "sha256sum", "find", "setfattr", "mknod", "mv", "rm", "date"]
+        needs += ["cat", "tar", "sha256sum", "head", "wc", "find", "setfattr", "mknod", "mv", "rm", "date"]
         needs += [s["compression"] for s in layers if s["compression"]]
     if any(s["format"] == REGISTRY_FORMAT for s in layers):
         # sh/registry.sh; curl or wget (and base64 for a username/password auth entry)

@@ -317,6 +317,32 @@ def test_wrong_diff_id_stops_the_script(make_container, tmp_path):
     assert layer_dirs(store) == [fx.sha(ls[0])[7:]]    # the good bottom layer stays
 
 
+def test_a_layer_over_its_byte_budget_stops_the_script(make_container, tmp_path):
+    """rootfs.image.limits: the script reads a layer's content at most its budget far, so
+    a bigger one (a decompression bomb) fails its diff_id check before anything is written;
+    a raised limit lets it in."""
+    layout = str(tmp_path / "layout")
+    base = fx.tar_of_dir(base_tree(str(tmp_path / "base-tree")))
+    limit = len(base) + 4096
+    bomb = make_tar([file_("zeros", b"\0" * (limit + (1 << 20)))])
+    desc = fx.oci_layout(layout, [base, bomb])
+    container = image_container(make_container, tmp_path, layout,
+                                image={"limits": {"layer_bytes": limit}})
+    result = container.run("true")
+    assert result.rc != 0, result
+    with open(os.path.join(layout, "blobs/sha256", desc["digest"][7:])) as f:
+        top = json.load(f)["layers"][1]["digest"]
+    assert "layer %s" % top in result.stderr, result
+    assert "more than %d bytes" % limit in result.stderr and "limits.layer_bytes" in result.stderr, result
+    store = str(tmp_path / "store")
+    assert store_leftovers(store) == []
+    assert layer_dirs(store) == [fx.sha(base)[7:]]
+    container = image_container(make_container, tmp_path, layout, name="img2",
+                                image={"limits": {"layer_bytes": 2 * len(bomb)}})
+    assert container.run("true").rc == 0
+    assert sorted(layer_dirs(store)) == sorted([fx.sha(base)[7:], fx.sha(bomb)[7:]])
+
+
 # --------------------------------------------------------------------------------------
 # 4. Hostile layers through the script's tar path (runtimes.md 5.4, 8.19-25)
 # --------------------------------------------------------------------------------------

@@ -61,13 +61,15 @@ overlay_whiteouts() {
     done
 }
 
-# unpack_layer SOURCE FORMAT BLOB DIGEST DIFF_ID COMPRESSION DEST METADATA [SIZE]: verify
-# a layer (the blob's digest, then the diff_id of its content) and unpack it into the
-# shared store, once: a layer dir with its metadata was verified by an earlier run (or by
-# the image module, which keeps the same store). Nothing half-written stays: a temporary
-# dir is renamed into place. Format docker: the blob (SIZE bytes) is first downloaded
-# from the registry of the last registry_source into a temporary file, checked, and read
-# from there.
+# unpack_layer SOURCE FORMAT BLOB DIGEST DIFF_ID COMPRESSION DEST METADATA MAX_BYTES [SIZE]:
+# verify a layer (the blob's digest, then the diff_id of its content) and unpack it into
+# the shared store, once: a layer dir with its metadata was verified by an earlier run (or
+# by the image module, which keeps the same store). Nothing half-written stays: a
+# temporary dir is renamed into place. Format docker: the blob (SIZE bytes) is first
+# downloaded from the registry of the last registry_source into a temporary file, checked,
+# and read from there. Its content is read at most MAX_BYTES far (the spec's budget, see
+# _image.budget.layer_byte_limit): a longer one cannot match its diff_id, so a
+# decompression bomb is refused before anything is written.
 unpack_layer() {
     if [ -d "$7" ] && [ -f "$7.json" ]; then
         return 0
@@ -84,21 +86,25 @@ unpack_layer() {
     CFS_BLOB_TEMP=
     if [ "$2" = docker ]; then
         CFS_BLOB_TEMP=$CFS_LAYER_TEMP-${7##*/}-$$.blob
-        registry_blob "$4" "$9" "$CFS_BLOB_TEMP"
-        set -- "$CFS_BLOB_TEMP" tarball '' "$4" "$5" "$6" "$7" "$8"
+        registry_blob "$4" "${10}" "$CFS_BLOB_TEMP"
+        set -- "$CFS_BLOB_TEMP" tarball '' "$4" "$5" "$6" "$7" "$8" "$9"
     fi
     _sum=$(blob "$1" "$2" "$3" | "$T_sha256sum")
     [ "sha256:${_sum%% *}" = "$4" ] ||
         layer_fail "layer ${3:-$1} of $1: digest sha256:${_sum%% *}, expected $4 (the image changed since this script was rendered?)"
-    _sum=$(blob "$1" "$2" "$3" | decompress "$6" | "$T_sha256sum")
-    [ "sha256:${_sum%% *}" = "$5" ] ||
+    _sum=$(blob "$1" "$2" "$3" | decompress "$6" | "$T_head" -c "$9" | "$T_sha256sum")
+    if [ "sha256:${_sum%% *}" != "$5" ]; then
+        _size=$(blob "$1" "$2" "$3" | decompress "$6" | "$T_head" -c "$(($9 + 1))" | "$T_wc" -c)
+        [ "$_size" -le "$9" ] ||
+            layer_fail "layer $4 of $1 unpacks to more than $9 bytes, the budget of a layer (raise rootfs.image.limits.layer_bytes or rootfs.image.limits.bytes)"
         layer_fail "layer ${3:-$1} of $1: uncompressed content sha256:${_sum%% *}, expected diff_id $5"
+    fi
     # the image store removes such leftovers of an interrupted run (this container's
     # name for them and the pid: unique among the runs sharing the store)
     _tmp=$CFS_LAYER_TEMP-${7##*/}-$$
     "$T_rm" -rf -- "$_tmp"
     "$T_mkdir" -m 0755 -- "$_tmp"
-    if ! blob "$1" "$2" "$3" | decompress "$6" | "$T_tar" -x -C "$_tmp" --numeric-owner \
+    if ! blob "$1" "$2" "$3" | decompress "$6" | "$T_head" -c "$9" | "$T_tar" -x -C "$_tmp" --numeric-owner \
         --same-owner --same-permissions --xattrs --xattrs-include='*' \
         --xattrs-exclude='trusted.overlay.*' --xattrs-exclude='user.overlay.*'; then
         "$T_rm" -rf -- "$_tmp"

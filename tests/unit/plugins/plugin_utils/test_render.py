@@ -278,7 +278,8 @@ def test_layer_metadata_is_json_from_one_escaper():
     nasty = 'sha256:"}, "size": 1, "x": "\n'
     script = _render.render_script(layer_plan(diff_id=nasty, media_type="a'b\"c"))
     start = script.index("unpack_layer '")
-    call = script[start + len("unpack_layer"):script.index("\n", script.index('"warnings"', start))]
+    # up to the metadata's line, without the continuation to the byte budget
+    call = script[start + len("unpack_layer"):script.index("\n", script.index('"warnings"', start))].rstrip(" \\")
     out = subprocess.run(["sh", "-c", "set --%s; printf %%s \"$8\"" % call], stdout=subprocess.PIPE,
                          check=True, universal_newlines=True).stdout
     assert json.loads(out)["media_type"] == "a'b\"c" and json.loads(out)["diff_id"] == nasty
