@@ -211,8 +211,8 @@ EXAMPLES = r"""
 
 - name: Import a trusted image bigger than the default budget of 10 GiB
   fromscratch.containerfs.image:
-    name: cuda-devel
-    source: /srv/images/cuda-devel.tar
+    name: big
+    source: /srv/images/big.oci
     limits:
       bytes: 32212254720      # 30 GiB
 

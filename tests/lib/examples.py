@@ -270,7 +270,7 @@ class World:
         busybox = os.path.join(srv, "images", "busybox")
         subprocess.run([MAKE_ROOTFS, busybox], check=True)
         layer = oci_fixtures.tar_of_dir(busybox)
-        for name in ("busybox.oci", "busybox-oci"):
+        for name in ("busybox.oci", "busybox-oci", "big.oci"):
             oci_fixtures.oci_layout(os.path.join(srv, "images", name), [layer])
         oci_fixtures.oci_layout(os.path.join(srv, "busybox"), [layer], tag="1")
         oci_fixtures.docker_archive(os.path.join(srv, "images", "web.tar"), [layer],
