@@ -34,7 +34,6 @@ import timed_play  # noqa: E402  (bench/timed_play.py: run a playbook, read task
 from tests.lib import oci_fixtures as fx  # noqa: E402
 
 
-
 def tarball(tmp, name, mib):
     """busybox plus `mib` MiB of random bytes, as a plain rootfs tarball."""
     root = fx.busybox_tree(os.path.join(tmp, name + "-tree"))
