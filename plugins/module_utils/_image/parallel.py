@@ -19,7 +19,6 @@ Private to the collection; may change without notice.
 
 import concurrent.futures
 import os
-import tarfile
 import threading
 
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.errors import ImageError
@@ -45,16 +44,14 @@ class CancellableOpener:
     """Wraps a layer opener (source.layer_opener) for the jobs of one pool: `for_job(k)`
     opens a blob for job k once jobs 0..k-1 opened theirs (or ended without): a registry
     prefetcher downloads the next layers in that order, streams the first, and must not
-    be asked out of it. The files stop reading once `cancel` is set. The members of a
-    tar archive (an oci-archive, a docker save .tar) all read through the archive's one
-    file handle (seek, then read): their reads take turns."""
+    be asked out of it. The files stop reading once `cancel` is set. (The members of
+    one tar archive read side by side by positioned reads: source_fs.TarSource.)"""
 
     def __init__(self, opener, cancel):
         self._opener = opener
         self._cancel = cancel
         self._turn = 0         # the job whose open comes next
         self._turns = threading.Condition()
-        self._archive_lock = threading.Lock()
 
     def for_job(self, k):
         def open_layer(layer):
@@ -63,8 +60,7 @@ class CancellableOpener:
                 f = self._opener(layer)
             finally:
                 self.done(k)
-            shared = isinstance(f, tarfile.ExFileObject)
-            return _CancellableFile(f, self._cancel, self._archive_lock if shared else None)
+            return _CancellableFile(f, self._cancel)
         return open_layer
 
     def _wait_turn(self, k):
@@ -84,21 +80,16 @@ class CancellableOpener:
 
 
 class _CancellableFile:
-    """A read()-only file that raises LayerCancelled on the first read after `cancel`;
-    its reads hold `lock` when it shares a file handle with others."""
+    """A read()-only file that raises LayerCancelled on the first read after `cancel`."""
 
-    def __init__(self, f, cancel, lock=None):
+    def __init__(self, f, cancel):
         self._f = f
         self._cancel = cancel
-        self._lock = lock
 
     def read(self, n=-1):
         if self._cancel.is_set():
             raise LayerCancelled("cancelled: another layer of the image failed")
-        if self._lock is None:
-            return self._f.read(n)
-        with self._lock:
-            return self._f.read(n)
+        return self._f.read(n)
 
     def readable(self):
         return True

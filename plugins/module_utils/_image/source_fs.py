@@ -14,6 +14,7 @@ Private to the collection; may change without notice.
 import os
 import re
 import tarfile
+import threading
 
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.blob import sniff_compression
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.errors import ImageInputError
@@ -78,11 +79,63 @@ class DirSource:
         pass
 
 
+class _ReadOnlyFile:
+    """What every opened member is: read(), close(), a context manager."""
+
+    def readable(self):
+        return True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class _MemberReader(_ReadOnlyFile):
+    """A read()-only file over one member's bytes of the archive's open file: positioned
+    reads (pread), so the members of one archive read side by side (layers are unpacked
+    in threads) without moving a shared offset, and without opening the path again."""
+
+    def __init__(self, fd, offset, size, name):
+        self._fd, self._at, self._left, self._name = fd, offset, size, name
+
+    def read(self, n=-1):
+        n = self._left if n is None or n < 0 else min(n, self._left)
+        if n <= 0:
+            return b""
+        data = os.pread(self._fd, n, self._at)
+        if not data:
+            raise ImageInputError("%s: the archive ends inside it (truncated?)" % self._name)
+        self._at += len(data)
+        self._left -= len(data)
+        return data
+
+    def close(self):
+        """(the archive's file stays open: TarSource.close closes it)"""
+
+
+class _LockedReader(_ReadOnlyFile):
+    """A member tarfile reads for us (a sparse one): through the archive's shared offset,
+    so one read at a time."""
+
+    def __init__(self, f, lock):
+        self._f, self._lock = f, lock
+
+    def read(self, n=-1):
+        with self._lock:
+            return self._f.read(n)
+
+    def close(self):
+        self._f.close()
+
+
 class TarSource:
     """Files of an image source kept in an uncompressed tar (docker save, oci-archive)."""
 
     def __init__(self, path):
         self.path = path
+        self._shared_offset = threading.Lock()
         try:
             self.tar = tarfile.open(path, "r:")
         except (tarfile.TarError, OSError) as exc:
@@ -124,7 +177,9 @@ class TarSource:
         m = self._member(rel)
         if m is None:
             raise ImageInputError("%s: %r is missing from the archive" % (self.path, rel))
-        return self.tar.extractfile(m)
+        if m.issparse():
+            return _LockedReader(self.tar.extractfile(m), self._shared_offset)
+        return _MemberReader(self.tar.fileobj.fileno(), m.offset_data, m.size, "%s: %s" % (self.path, rel))
 
     def close(self):
         self.tar.close()

@@ -193,9 +193,10 @@ class SlowSeek:
         return getattr(self._f, name)
 
 
-def test_layers_of_one_tar_archive_take_turns_on_its_file_handle(tmp_path, store, monkeypatch):
-    """The blobs of an oci-archive are members of one open tarfile (seek, then read): read
-    side by side without taking turns, one reads the other's bytes (a digest mismatch)."""
+def test_layers_of_one_tar_archive_read_side_by_side(tmp_path, store, monkeypatch):
+    """The blobs of an oci-archive are members of one open tarfile: read side by side
+    through its file's offset (seek, then read), one would read the other's bytes (a
+    digest mismatch); positioned reads never move it."""
     pool_of(monkeypatch, 2)
     real_init = FS.TarSource.__init__
 
