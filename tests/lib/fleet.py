@@ -17,6 +17,7 @@ in the same one (tests run both inside `unshare --mount`, see tests/run).
 """
 import argparse
 import contextlib
+import errno
 import fcntl
 import glob
 import os
@@ -24,6 +25,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 
 from tests.lib.collection import REPO_ROOT, collections_dir
 
@@ -68,20 +70,21 @@ def octet_in_use(octet):
 def reservation_holder(octet, octets_dir=OCTETS_DIR):
     """The fleet root holding `octet` (OCTETS_DIR/<octet>/root links to it), or None when the
     octet is free or its holder's root is gone (a stale reservation, which may be taken over).
-    A reservation without its link yet is being made: held, by an unknown root ("")."""
-    place = os.path.join(octets_dir, str(octet))
+    A reservation appears with its link (_claim), so one without is stale too."""
     try:
-        holder = os.readlink(os.path.join(place, "root"))
+        holder = os.readlink(os.path.join(octets_dir, str(octet), "root"))
     except FileNotFoundError:
-        return "" if os.path.isdir(place) else None
+        return None
     return holder if os.path.isdir(holder) else None
 
 
 def reserve_octet(root, octet=None, first=FIRST_OCTET, octets_dir=OCTETS_DIR):
     """Reserve 10.<octet>.0.0/16 for the fleet at `root` (an existing directory) and return
     the octet: `octet` itself (FleetError if another fleet holds it), else the first free one.
-    mkdir is atomic, so of two fleets picking at once each gets its own octet; a stale
-    reservation is taken over under a lock, so that two takers do not both win it."""
+    A reservation is a directory holding its link, renamed into place whole (atomic: of two
+    fleets picking at once each gets its own octet, and a harness killed half-way leaves no
+    reservation without its root); a stale one is taken over under a lock, so that two
+    takers do not both win it."""
     os.makedirs(octets_dir, mode=0o755, exist_ok=True)
     for candidate in [octet] if octet is not None else range(first, 255):
         if octet is None and octet_in_use(candidate) and not _holds(candidate, root, octets_dir):
@@ -102,20 +105,31 @@ def _holds(octet, root, octets_dir):
 def _claim(octet, root, octets_dir):
     """Whether `root` holds `octet` now: newly reserved, already its own, or taken over."""
     place = os.path.join(octets_dir, str(octet))
+    claim = tempfile.mkdtemp(prefix=".claim-%d-" % octet, dir=octets_dir)
+    os.symlink(root, os.path.join(claim, "root"))
     try:
-        os.mkdir(place)
-    except FileExistsError:
+        if _renamed(claim, place):
+            return True
         if _holds(octet, root, octets_dir):
             return True
         with _locked(octets_dir):
             if reservation_holder(octet, octets_dir) is not None:
                 return False
-            shutil.rmtree(place)  # stale: its root is gone
-            try:
-                os.mkdir(place)
-            except FileExistsError:
-                return False  # a fresh claim (which takes no lock) came first
-    os.symlink(root, os.path.join(place, "root"))
+            shutil.rmtree(place, ignore_errors=True)  # stale: its root is gone
+            return _renamed(claim, place)  # False: a fresh claim (which takes no lock) came first
+    finally:
+        shutil.rmtree(claim, ignore_errors=True)  # (gone when it became the reservation)
+
+
+def _renamed(claim, place):
+    """Whether the claim dir became `place` (which must not exist: a reservation is never
+    an empty dir, and rename() fails onto a non-empty one)."""
+    try:
+        os.rename(claim, place)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+            return False
+        raise
     return True
 
 

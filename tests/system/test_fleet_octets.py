@@ -69,3 +69,22 @@ def test_release_gives_back_only_the_fleets_own(tmp_path, octets_dir):
     fleet.release_octet(first, octets_dir=octets_dir)
     assert not os.path.exists(os.path.join(octets_dir, str(mine)))
     assert fleet.reservation_holder(theirs, octets_dir) == second
+
+
+def test_a_reservation_appears_whole_and_one_without_its_link_is_stale(tmp_path, octets_dir, monkeypatch):
+    root, other = make_roots(tmp_path, 2)
+    seen = []
+    real_rename = os.rename
+
+    def watch(src, dest):  # what a reader would see just before the reservation appears
+        seen.append(os.readlink(os.path.join(src, "root")))
+        real_rename(src, dest)
+    monkeypatch.setattr(fleet.os, "rename", watch)
+    octet = fleet.reserve_octet(root, octets_dir=octets_dir)
+    assert seen == [root]
+    assert sorted(os.listdir(octets_dir)) == [str(octet)]  # no claim dir left behind
+    monkeypatch.undo()
+    # a dir without its link (an older harness killed between mkdir and symlink) is stale
+    os.mkdir(os.path.join(octets_dir, str(octet + 1)))
+    assert fleet.reservation_holder(octet + 1, octets_dir) is None
+    assert fleet.reserve_octet(other, octet=octet + 1, octets_dir=octets_dir) == octet + 1
