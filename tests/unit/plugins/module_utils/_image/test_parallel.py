@@ -85,6 +85,21 @@ def watch_reads(monkeypatch):
     return read_watcher(monkeypatch, S)
 
 
+def pool_failure_seen(monkeypatch):
+    """An Event set once the pool has seen a layer fail (its wait for the first failure
+    returned or raised)."""
+    failed = threading.Event()
+    real_wait = P._wait_first_failure
+
+    def wait_and_tell(futures, cancel):
+        try:
+            real_wait(futures, cancel)
+        finally:
+            failed.set()
+    monkeypatch.setattr(P, "_wait_first_failure", wait_and_tell)
+    return failed
+
+
 def pool_of(monkeypatch, workers):
     """The pool size, whatever the CPUs of the machine running the test."""
     monkeypatch.setattr(P, "worker_count", lambda jobs: min(workers, jobs))
@@ -123,15 +138,7 @@ def test_a_failing_layer_cancels_the_one_in_flight_and_leaves_nothing(tmp_path, 
     """Layer 0 stops after its first read until the pull has seen layer 1 fail; its next
     read must then stop it (cancelled), so neither layer nor any temp dir is left."""
     pool_of(monkeypatch, 2)
-    failed = threading.Event()
-    real_wait = P._wait_first_failure
-
-    def wait_and_tell(futures, cancel):
-        try:
-            real_wait(futures, cancel)
-        finally:
-            failed.set()
-    monkeypatch.setattr(P, "_wait_first_failure", wait_and_tell)
+    failed = pool_failure_seen(monkeypatch)
 
     def on_read(index, count):
         if index == 0 and count == 2:
@@ -151,15 +158,7 @@ def test_layers_not_started_never_start_after_a_failure(tmp_path, store, monkeyp
     """Two workers: layer 0 fails while layer 1 waits at its second read; layers 2 and 3,
     queued behind them, are never opened."""
     pool_of(monkeypatch, 2)
-    failed = threading.Event()
-    real_wait = P._wait_first_failure
-
-    def wait_and_tell(futures, cancel):
-        try:
-            real_wait(futures, cancel)
-        finally:
-            failed.set()
-    monkeypatch.setattr(P, "_wait_first_failure", wait_and_tell)
+    failed = pool_failure_seen(monkeypatch)
     read = set()
     both_reading = threading.Barrier(2, timeout=WAIT)
 
