@@ -135,7 +135,10 @@ attributes:
       change, and changes nothing.
   diff_mode:
     support: full
-    details: Shows the script's diff (and the unit's), as M(ansible.builtin.copy) does.
+    details:
+      - Shows the script's diff (and the unit's), as M(ansible.builtin.copy) does.
+      - A script is about 100 KiB, near Ansible's default C(max_diff_size) (104448 bytes), above which
+        the diff is skipped; set C(ANSIBLE_MAX_DIFF_SIZE) higher to see it.
   idempotent:
     support: full
     details: The script and the unit are written only when their text changes; systemd is

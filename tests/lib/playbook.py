@@ -9,8 +9,9 @@ import yaml
 from tests.lib.collection import collections_dir
 
 
-def run_playbook(tmp_path, tasks, check=False, diff=False, extra_vars=None, expect_failure=False):
+def run_playbook(tmp_path, tasks, check=False, diff=False, extra_vars=None, expect_failure=False, env=None):
     """Run `tasks` (a list of task dicts) on localhost; return the list of task results.
+    `env`: more environment for ansible-playbook (ANSIBLE_* settings).
 
     Each result is the module's returned dict, with "task" set to the task name.
     """
@@ -24,7 +25,7 @@ def run_playbook(tmp_path, tasks, check=False, diff=False, extra_vars=None, expe
     playbook = os.path.join(tmp_path, "play.yml")
     with open(playbook, "w") as f:
         yaml.safe_dump(play, f)
-    env = dict(os.environ)
+    env = dict(os.environ, **(env or {}))
     env.update({
         "ANSIBLE_COLLECTIONS_PATH": collections_dir(tmp_path),
         "ANSIBLE_STDOUT_CALLBACK": "test_json",

@@ -75,18 +75,23 @@ def test_check_mode_writes_nothing(tmp_path, spec):
     assert not dest.exists() and not (tmp_path / "containerfs-scripted.service").exists()
 
 
+# A script is about 100 KiB, near Ansible's default max_diff_size (104448 bytes), above
+# which copy skips the diff: raised, as container_script's docs say.
+BIG_DIFFS = {"ANSIBLE_MAX_DIFF_SIZE": str(1 << 20)}
+
+
 def test_diff_shows_the_scripts_change_after_a_spec_edit(tmp_path, spec):
     dest = tmp_path / "scripted"
     run_playbook(tmp_path, [script_task(dest, spec=spec)])
     before = dest.read_text()
     spec["hostname"] = "edited-name"
 
-    checked = run_playbook(tmp_path, [script_task(dest, spec=spec)], check=True, diff=True)[0]
+    checked = run_playbook(tmp_path, [script_task(dest, spec=spec)], check=True, diff=True, env=BIG_DIFFS)[0]
     assert checked["changed"] is True and dest.read_text() == before
     [diff] = checked["diff"]
     assert diff["before"] == before and "'edited-name'" in diff["after"]
 
-    applied = run_playbook(tmp_path, [script_task(dest, spec=spec)], diff=True)[0]
+    applied = run_playbook(tmp_path, [script_task(dest, spec=spec)], diff=True, env=BIG_DIFFS)[0]
     assert applied["changed"] is True and applied["diff"][0]["after"] == dest.read_text()
     assert run_in_private_ns("sh", str(dest), "run", "hostname").stdout == "edited-name\n"
 
