@@ -260,7 +260,6 @@ from ansible_collections.fromscratch.containerfs.plugins.module_utils import _mo
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._errors import ContainerfsError
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._plan import plan as _plan
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import lifecycle as _lifecycle
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import namespaces as _namespaces
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import host_steps as _host_steps
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import process as _process
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime.errors import ApplyError
@@ -296,29 +295,13 @@ def check_params(params):
             params[key] = _host_steps.check_host_dir(params[key], key)
 
 
-def plan_by_name(name, state_dir, run_dir):
-    """What absent removes of a container with no recorded plan (never made, gone already,
-    or a set-up that stopped before writing its record): its paths, which the layout derives
-    from the name and the dirs, and every kind of namespace the runtime pins, so that what
-    such a set-up left is found. No spec is needed, nor checked."""
-    return {
-        "name": name,
-        "digest": None,
-        "paths": _layout.container_paths(name, state_dir or _layout.DEFAULT_STATE_DIR,
-                                         run_dir or _layout.DEFAULT_RUN_DIR, overlay=True),
-        "steps": [{"op": "namespaces", "phase": "host", "at_start": False,
-                   "namespaces": [{"type": kind, "path": None} for kind in _namespaces.NS_FILES],
-                   "propagation": _plan.NAMESPACE_PROPAGATION}],
-    }
-
-
 def build_plan(module):
     params = module.params
     if not (params["spec"] or params["spec_file"] or params["bundle"]):
         # by name only (state=absent): the plan it was set up from says where it all is
         recorded = _host_steps.recorded_plan(params["state_dir"] or _layout.DEFAULT_STATE_DIR,
                                              params["name"], params["run_dir"])
-        return recorded or plan_by_name(params["name"], params["state_dir"], params["run_dir"])
+        return recorded or _plan.plan_for_removal(params["name"], params["state_dir"], params["run_dir"])
     raw, base_dir = load_raw_spec(module)
     for key in ("name", "state_dir", "run_dir"):
         if module.params[key]:
@@ -342,7 +325,7 @@ def build_plan(module):
 def absent_without_spec(params, raw):
     """With state=absent, a spec that no longer loads (its image removed from the store,
     say): the plan the container was set up from says what to remove, else its name and
-    dirs do (plan_by_name). None when not removing, or when the spec names no valid
+    dirs do (_plan.plan_for_removal). None when not removing, or when the spec names no valid
     container (its own error says why)."""
     if params["state"] != "absent" or not isinstance(raw.get("name"), str):
         return None
@@ -358,7 +341,7 @@ def absent_without_spec(params, raw):
         recorded = _host_steps.recorded_plan(state_dir, raw["name"], run_dir)
     except ContainerfsError:
         recorded = None  # unreadable: removed by name
-    return recorded or plan_by_name(raw["name"], state_dir, run_dir)
+    return recorded or _plan.plan_for_removal(raw["name"], state_dir, run_dir)
 
 
 def failure_details(exc):

@@ -24,7 +24,8 @@ import os
 
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _layout
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import mountopts
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.defaults import DEFAULT_DEV_SYMLINKS
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.defaults import (
+    DEFAULT_DEV_SYMLINKS, NAMESPACE_TYPES)
 
 PLAN_VERSION = 1
 
@@ -456,6 +457,19 @@ def build_plan(spec):
     paths["dev_template"] = _dev_template(paths, steps)
     return {"version": PLAN_VERSION, "name": spec["name"], "digest": spec_digest(spec),
             "paths": paths, "steps": steps}
+
+
+def plan_for_removal(name, state_dir=None, run_dir=None):
+    """The plan of a container known by its name alone, for its removal when no plan of
+    it was recorded (never made, gone already, or a set-up that stopped before writing its
+    record): its paths, which the layout derives from the name and dirs (their defaults
+    when None), and the namespaces step of a container with every kind of namespace, so
+    that whatever such a set-up pinned is found. No spec is needed, nor checked."""
+    every_kind = [{"type": kind, "path": None} for kind in NAMESPACE_TYPES]
+    paths = _layout.container_paths(name, state_dir or _layout.DEFAULT_STATE_DIR,
+                                    run_dir or _layout.DEFAULT_RUN_DIR, overlay=True)
+    return {"version": PLAN_VERSION, "name": name, "digest": None, "paths": paths,
+            "steps": _enter_namespaces({"namespaces": every_kind})}
 
 
 def _dev_template(paths, steps):
