@@ -24,6 +24,7 @@ import jinja2
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _errors, _layout
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import budget as _budget
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import registry as _registry
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import fields as _fields
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import mountopts
 
 GENERATOR = "fromscratch.containerfs"
@@ -431,6 +432,9 @@ def render_script(plan, version="0.0.0", template_dir=TEMPLATE_DIR):
         "filesystems": _needed_filesystems(steps),
         "host_dirs": host_dirs(plan),
         "created_mark": _layout.CREATED_AT_RUN_TIME,
+        # what a layer's byte budget is the least of (_budget.layer_byte_limit), as named in the spec
+        "layer_budget_fields": " or ".join(_fields.IMAGE_LIMIT_FIELD % {"name": name}
+                                           for name in ("layer_bytes", "bytes")),
         "on_rootfs_itself": ON_ROOTFS_ITSELF,
         # the overlay's mount point, inside the run dir: found again from its canonical path
         "root_in_run": _relative_under(plan["paths"]["root"], plan["paths"]["run"]),

@@ -60,6 +60,10 @@ def _limit_text(name):
 
 
 IMAGE_LIMITS = tuple(Field(name, "int", _limit_text(name)) for name in _budget.LIMIT_NAMES)
+# Where a spec sets them, and the field of one, a %-format of the limit's name: how every
+# budget error names the one to raise (an _image.budget.Budget `hint`; the script's too).
+IMAGE_LIMITS_PATH = "rootfs.image.limits"
+IMAGE_LIMIT_FIELD = IMAGE_LIMITS_PATH + ".%(name)s"
 
 IMAGE = (
     Field("name", "str", [

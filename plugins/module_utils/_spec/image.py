@@ -60,6 +60,7 @@ from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.defa
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image.platforms import (
     host_platform, parse_platform, platform_rank,
 )
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import fields as _fields
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import registry as _spec_registry
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.errors import SpecError
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.rootfs import (
@@ -140,7 +141,7 @@ def _registry_image(store, image, fetch_layers):
 def budget_of(image):
     """The _budget.Budget of rootfs.image (its `limits`). Limits the validator will refuse
     count as the defaults here: it reports them, with every other error at once."""
-    hint = "rootfs.image.limits.%(name)s"
+    hint = _fields.IMAGE_LIMIT_FIELD
     try:
         return _budget.Budget(image.get("limits"), hint=hint)
     except ImageError:

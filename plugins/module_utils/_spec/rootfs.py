@@ -18,7 +18,7 @@ from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.text
 
 ROOTFS_FIELDS = _fields.names("rootfs")
 IMAGE_FIELDS = _fields.names("rootfs.image")
-LIMIT_FIELDS = _fields.names("rootfs.image.limits")
+LIMIT_FIELDS = _fields.names(_fields.IMAGE_LIMITS_PATH)
 # What picks an image inside a source: the name form takes the stored image as imported.
 SOURCE_ONLY_FIELDS = ("format", "tag", "digest", "platform") + _spec_registry.REGISTRY_FIELDS
 RESOLVED_FIELDS = ("format", "manifest_digest", "config_digest", "rootfs", "layers", "source")
@@ -80,12 +80,12 @@ def _check_image(c, image, state_dir, resolved):
 
 def _check_limits(c, limits):
     """rootfs.image.limits: the budgets of the image's unpacking (_image.budget), as given."""
-    limits = c.fields("rootfs.image.limits", limits, LIMIT_FIELDS)
+    limits = c.fields(_fields.IMAGE_LIMITS_PATH, limits, LIMIT_FIELDS)
     out = {}
     for name, value in limits.items():
         problem = _budget.limit_problem(name, value) if name in LIMIT_FIELDS else None
         if problem:
-            c.error("rootfs.image.limits." + name, problem)
+            c.error(_fields.IMAGE_LIMIT_FIELD % {"name": name}, problem)
         elif name in LIMIT_FIELDS and value is not None:
             out[name] = value
     return out

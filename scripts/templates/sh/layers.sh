@@ -96,7 +96,7 @@ unpack_layer() {
     if [ "sha256:${_sum%% *}" != "$5" ]; then
         _size=$(blob "$1" "$2" "$3" | decompress "$6" | "$T_head" -c "$(($9 + 1))" | "$T_wc" -c)
         [ "$_size" -le "$9" ] ||
-            layer_fail "layer $4 of $1 unpacks to more than $9 bytes, the budget of a layer (raise rootfs.image.limits.layer_bytes or rootfs.image.limits.bytes)"
+            layer_fail "layer $4 of $1 unpacks to more than $9 bytes, the budget of a layer (raise $CFS_LAYER_BUDGET_FIELDS)"
         layer_fail "layer ${3:-$1} of $1: uncompressed content sha256:${_sum%% *}, expected diff_id $5"
     fi
     # the image store removes such leftovers of an interrupted run (this container's
