@@ -14,7 +14,7 @@ starts, the second changes nothing - then the floor: the same play shape made of
 `ansible.builtin.command: /bin/true` tasks, one per module call of the role (the image and
 M containers: M + 1 per host), with become, over the same ssh connections. Each run:
 wall time and controller CPU (user + system of ansible-playbook and the processes it
-waited for, resource.getrusage(RUSAGE_CHILDREN); the ssh control masters outlive a run
+waited for, startup.children_cpu(); the ssh control masters outlive a run
 and are not counted), the ratio of the second run to the floor, and CPU per host-task.
 Then the store of each host after M containers on one image: disk (du), layers unpacked,
 bytes read from the image source. With --registry, for each N: the N hosts pull one image
@@ -27,7 +27,6 @@ Everything runs inside one private mount namespace and the fleets are removed at
 
 import argparse
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -38,7 +37,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "bench"))
 sys.path.insert(0, REPO)
 
-import startup  # noqa: E402  (bench/startup.py: die)
+import startup  # noqa: E402  (bench/startup.py: die, children_cpu)
 import timed_play  # noqa: E402  (bench/timed_play.py: run a playbook, read task times)
 from tests.lib import fleet  # noqa: E402
 from tests.lib.collection import collections_dir  # noqa: E402
@@ -87,12 +86,11 @@ def floor_play(containers):
 def timed(tmp, plays, root, forks, settings):
     """Run `plays` on the fleet; return (wall seconds, controller CPU seconds)."""
     inventory_args = ("-i", fleet.inventory_path(root), "--forks", str(forks))
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_before = startup.children_cpu()
     start = time.perf_counter()
     timed_play.run(tmp, plays, collections_dir(os.path.join(root, "controller")), inventory_args, env=settings)
     wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, startup.children_cpu() - cpu_before
 
 
 def pull_play(port, throttle=None):
