@@ -79,6 +79,16 @@ def containers_dir(state_dir):
     return os.path.join(state_dir, "containers")
 
 
+# The run files a `run` of the script empties with builtins when it ends (its fifo, `fifo`,
+# is kept for the next run): keys of container_paths, each a file directly in RUN.
+RUN_FILES_EMPTIED = ("fstab", "mount_err", "pid", "signal")
+
+
+def run_file_names(paths):
+    """The names in the run dir of the RUN_FILES_EMPTIED of `paths` (container_paths)."""
+    return tuple(os.path.basename(paths[key]) for key in RUN_FILES_EMPTIED)
+
+
 def container_state(state_dir, name):
     return os.path.join(containers_dir(state_dir), name)
 

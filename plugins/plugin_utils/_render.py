@@ -432,6 +432,7 @@ def render_script(plan, version="0.0.0", template_dir=TEMPLATE_DIR):
         "filesystems": _needed_filesystems(steps),
         "host_dirs": host_dirs(plan),
         "created_mark": _layout.CREATED_AT_RUN_TIME,
+        "run_files": " ".join(_layout.run_file_names(plan["paths"])),
         # what a layer's byte budget is the least of (_budget.layer_byte_limit), as named in the spec
         "layer_budget_fields": " or ".join(_fields.IMAGE_LIMIT_FIELD % {"name": name}
                                            for name in ("layer_bytes", "bytes")),

@@ -39,11 +39,12 @@ supervise() {
 }
 
 # cleanup: leave nothing of this run in effect, with builtins only (no program start):
-# the fstab, pid file, mount messages and pending signal emptied (an empty pid file names
-# no process), the fifo kept for the next run (a pipe holds no data once nobody has it
-# open). All ours, as this run holds the container's lock.
+# the run's files (CFS_RUN_FILES: fstab, mount messages, pid file, pending signal) emptied
+# (an empty pid file names no process), the fifo kept for the next run (a pipe holds no
+# data once nobody has it open). All ours, as this run holds the container's lock.
 cleanup() {
-    for _file in "$CFS_FSTAB" "$CFS_PID_FILE" "$CFS_MOUNT_ERRORS" "$CFS_SIGNAL"; do
+    for _file in $CFS_RUN_FILES; do
+        _file=$CFS_RUN/$_file
         [ -L "$_file" ] || [ ! -s "$_file" ] || : > "$_file"
     done
 }
@@ -110,11 +111,12 @@ default_signals() {
     printf '%s\n' "$CFS_ENV_SIGNALS" > "$CFS_ENV_PROBE"
 }
 
-# refuse_planted_run_files: the run's own files (fstab, fifo, pid, mount errors, signal)
-# are written with plain redirections: none may be a symlink left in their place.
+# refuse_planted_run_files: the run's own files (CFS_RUN_FILES and the fifo) are written
+# with plain redirections: none may be a symlink left in their place.
 refuse_planted_run_files() {
-    for _file in "$CFS_FSTAB" "$CFS_GO" "$CFS_PID_FILE" "$CFS_MOUNT_ERRORS" "$CFS_SIGNAL"; do
-        refuse_link "$_file"
+    refuse_link "$CFS_GO"
+    for _file in $CFS_RUN_FILES; do
+        refuse_link "$CFS_RUN/$_file"
     done
 }
 

@@ -172,10 +172,14 @@ monitor_loop() {
     done
 }
 
-# monitor_cleanup: the run's files and the monitor's own, removed (a kept container's
-# run dir says what runs: no empty pid file once stopped).
+# monitor_cleanup: the run's files (CFS_RUN_FILES), its fifo and the monitor's own file,
+# removed (a kept container's run dir says what runs: no empty pid file once stopped).
 monitor_cleanup() {
-    "$T_rm" -f -- "$CFS_GO" "$CFS_FSTAB" "$CFS_PID_FILE" "$CFS_MOUNT_ERRORS" "$CFS_SIGNAL" "$CFS_MONITOR"
+    set -- "$CFS_GO" "$CFS_MONITOR"
+    for _file in $CFS_RUN_FILES; do
+        set -- "$@" "$CFS_RUN/$_file"
+    done
+    "$T_rm" -f -- "$@"
 }
 
 # cmd_monitor POLICY LOG_SIZE: the detached monitor (`start` runs it in a session of its
