@@ -29,10 +29,12 @@ Per container (STATE = <state_dir>/containers/<name>, RUN = <run_dir>/<name>)::
     fstab        RUN/fstab                              the script's mount batch
     mount_err    RUN/mount.err                          what mount(8) said about a batch
     fifo         RUN/go                                 the script's start signal
-    pid          RUN/pid                                "PID TICKS STARTED_AT": the container's pid 1 as
-                                                        the host sees it, its start time in clock ticks
-                                                        since boot (/proc/PID/stat field 22: guards
-                                                        against a reused pid), and in epoch seconds
+    pid          RUN/pid                                "PID TICKS": the container's pid 1 as the host
+                                                        sees it, its start time in clock ticks since
+                                                        boot (/proc/PID/stat field 22: guards against a
+                                                        reused pid; with btime, its start in epoch
+                                                        seconds); older scripts wrote a third field,
+                                                        STARTED_AT, still read
     monitor      RUN/monitor                            "PID TICKS" of the monitor that restarts it
     stopping     RUN/stopping                           present while a stop is asked: no restart
     signal       RUN/signal                             a signal caught before pid 1 was known

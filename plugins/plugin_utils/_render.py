@@ -33,7 +33,7 @@ TEMPLATE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.p
 # The macros of the step kinds, and the static parts (in TEMPLATE_DIR/sh) the skeleton uses.
 STEP_MACROS = "steps.j2"
 STATIC_PARTS = ("messages.sh", "paths.sh", "mounts.sh", "devices.sh", "layers.sh", "registry.sh", "host.sh",
-                "lifecycle.sh", "pin.sh", "monitor.sh")
+                "inside.sh", "lifecycle.sh", "pin.sh", "monitor.sh")
 
 # Steps that become lines of the fstab batch.
 BATCHED = ("mount", "cgroup", "mount_rootfs", "remount_readonly", "remount_root_readonly")

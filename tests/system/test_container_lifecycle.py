@@ -61,7 +61,9 @@ def test_started_runs_the_process_in_the_pinned_namespaces(tmp_path, spec):
     assert first["changed"] is True and first["actions"][-1] == "start the process"
     pid = first["container"]["pid"]
     assert pid_file(spec)[0] == pid and pid_file(spec)[1] == L._process.start_ticks(pid)
-    assert first["container"]["started_at"] == pid_file(spec)[2]
+    # the pid file holds "PID TICKS": started_at is the boot time plus the ticks
+    booted = L._process.boot_time()
+    assert first["container"]["started_at"] == booted + pid_file(spec)[1] // os.sysconf("SC_CLK_TCK")
     with open("/proc/%d/cmdline" % pid) as f:
         assert f.read().split("\0")[:2] == ["sleep", "1000"]
     # its uts namespace is the pinned one; its pid namespace is its own (it is pid 1 there)

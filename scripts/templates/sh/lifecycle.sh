@@ -11,16 +11,11 @@
 
 # supervise: read what the container side reports on fd 8 and act on it.
 supervise() {
-    # (now, while the container side builds its root: off the way to its start)
-    boot_time
     while read -r _kind _value; do
         case $_kind in
             pivoted | unpivoted)
                 # (an exec in a stopped container is no container process: no pid file)
-                if [ "$CFS_MODE" != exec ]; then
-                    proc_ticks "$_value"
-                    write_pid_file "$CFS_PID_FILE" "$_value" "${TICKS:+$((CFS_BOOTED + TICKS / 100))}"
-                fi
+                [ "$CFS_MODE" = exec ] || write_pid_file "$CFS_PID_FILE" "$_value"
                 if ! switch_root "$_value" "$_kind"; then
                     kill -KILL "$_value" 2>/dev/null || true
                     die "cannot switch to the container root"
@@ -57,7 +52,7 @@ take_lock() {
     refuse_link "$CFS_LOCK"
     [ ! -e "$CFS_LOCK" ] || [ -f "$CFS_LOCK" ] || die "the lock $CFS_LOCK is not a regular file"
     exec 3>>"$CFS_LOCK"
-    "$T_flock" -n 3 ||
+    LC_ALL=C "$T_flock" -n 3 ||
         die "container $CFS_NAME is already running or being set up (its lock $CFS_LOCK is held)"
 }
 
@@ -184,26 +179,31 @@ foreground_run() {
     exit "$_status"
 }
 
-# pid1_parent SIGNALS MODE SHELL APPLET SELF [ARG...]: (start, exec) fork the container
-# side into the pid namespace unshare made, killed when we die; exit with its status as
-# the shell gives it: 128+N for signal N (unshare's own fork exits 1 for a SIGKILL,
-# util-linux 2.38). Our first child is that namespace's pid 1, and once it ended no
-# other can start there: nothing before it may fork (no $(...), no program).
-pid1_parent() {
-    CFS_ENV_SIGNALS=$1 CFS_SHELL=$3 CFS_APPLET=$4 CFS_SELF=$5
-    shift
-    find_tools
-    # (a background job ignores INT and QUIT: env gives them back, SIGNALS: its option)
-    set -- "$T_env" ${CFS_ENV_SIGNALS:+"$CFS_ENV_SIGNALS"} \
-        "$CFS_SHELL" ${CFS_APPLET:+"$CFS_APPLET"} "$CFS_SELF" __inside "$@"
-    ! find_tool setpriv || set -- "$TOOL" --pdeathsig KILL -- "$@"
-    # (a background job's stdin would be /dev/null: ours, through fd 4)
-    exec 4<&0
-    "$@" <&4 4<&- &
-    exec 4<&-
-    _status=0
-    wait "$!" || _status=$?
-    exit "$_status"
+usage() {
+    cat <<'EOT'
+Usage: sh THIS_FILE run [CMD [ARG...]]
+       sh THIS_FILE up
+       sh THIS_FILE start [--restart no|on-failure|always] [--foreground]
+                          [--log-size BYTES] [--lock-timeout SECONDS]
+       sh THIS_FILE exec [--user UID[:GID]] [--cwd DIR] [--env NAME=VALUE]... [--] CMD [ARG...]
+       sh THIS_FILE status | logs [-f] | stop [--timeout SECONDS] | down [--timeout SECONDS]
+       sh THIS_FILE check
+       sh THIS_FILE --help
+
+  run     build the container filesystem in fresh namespaces and run the container
+          process (CMD replaces the spec's process.args) as pid 1; exits with its status
+  up      build the container filesystem in pinned namespaces, to keep (idempotent)
+  start   up when needed, then the process, detached under a monitor (log, exit status,
+          restart policy); --foreground: wait for it and exit with its status
+  exec    run CMD in the container: beside its pid 1 when it runs, else in a fresh pid
+          namespace of its filesystem
+  status  "running PID" (exit 0), "stopped" or "down" (exit 3)
+  logs    the process's output (-f: follow it)
+  stop    TERM its pid 1, KILL after the timeout (10 s); the filesystem stays
+  down    stop, then remove everything (namespaces, run and state dirs)
+  check   only check that this host can run it (root, commands, kernel features)
+EOT
+    printf '\nContainer %s, spec %s\n' "$CFS_NAME" "$CFS_DIGEST"
 }
 
 main() {
@@ -224,24 +224,13 @@ main() {
             shift
             cmd_monitor "$@"
             ;;
-        __build)
-            inside_build
-            ;;
         check)
             preflight
+            check_filesystems
             say "ok: this host can run the container"
             ;;
         -h | --help | help)
             usage
-            ;;
-        __pid1)
-            shift
-            pid1_parent "$@"
-            ;;
-        __inside)
-            CFS_MODE=$2 CFS_SHELL=$3 CFS_APPLET=$4 CFS_SELF=$5
-            shift 5
-            inside_main "$CFS_MODE" "$@"
             ;;
         '')
             usage >&2

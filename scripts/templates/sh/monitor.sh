@@ -26,19 +26,6 @@ proc_ticks() {
     TICKS=$1
 }
 
-# boot_time: CFS_BOOTED, when the system booted in epoch seconds (btime of /proc/stat), so
-# that a start time in clock ticks (proc_ticks) reads as epoch seconds without date(1):
-# BOOTED + TICKS / 100 (USER_HZ: 100 on every architecture Linux still has but alpha).
-boot_time() {
-    CFS_BOOTED=0
-    while read -r _stat_key _stat_value _stat_rest; do
-        if [ "$_stat_key" = btime ]; then
-            CFS_BOOTED=$_stat_value
-            return 0
-        fi
-    done < /proc/stat
-}
-
 # live_pid FILE: LIVE, the pid FILE names ("PID TICKS ...") when that process still runs
 # with the same start time (not a reused pid), else empty.
 live_pid() {
@@ -56,11 +43,13 @@ live_pid() {
     fi
 }
 
-# write_pid_file FILE PID [MORE]: "PID TICKS MORE" into FILE.
+# write_pid_file FILE PID: "PID TICKS" into FILE. The start time in epoch seconds is the
+# readers' to work out from TICKS (btime in /proc/stat comes after a line of some KiB:
+# one read system call a byte in dash).
 write_pid_file() {
     proc_ticks "$2"
     refuse_link "$1"
-    printf '%s %s%s\n' "$2" "$TICKS" "${3:+ $3}" > "$1"
+    printf '%s %s\n' "$2" "$TICKS" > "$1"
 }
 
 # process_running PID: (supervise, start) the process runs: report it to `start` (fd 4)

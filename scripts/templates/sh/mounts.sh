@@ -217,7 +217,7 @@ place_line() {
 # mount_now SOURCE TARGET FSTYPE OPTIONS: after the lines before it, mount at once.
 mount_now() {
     mount_batch
-    "$T_mount" --no-canonicalize -t "$3" -o "$4" -- "$1" "$2" || die "cannot mount $1 on $2"
+    "$T_mount" --no-canonicalize -t "$3" -o "$4" -- "$1" "$2" || mount_failed "cannot mount $1 on $2"
 }
 
 # fstab_line_or_mount SOURCE TARGET FSTYPE OPTIONS: an fstab line, unless TARGET is a mount
@@ -270,9 +270,16 @@ mount_batch() {
         _mounted=yes
         LC_ALL=C "$T_mount" --all --fstab "$CFS_FSTAB" 2> "$CFS_MOUNT_ERRORS" || _mounted=no
         mount_messages || _mounted=no
-        [ "$_mounted" = yes ] || die "a mount failed (see above)"
+        [ "$_mounted" = yes ] || mount_failed "a mount failed (see above)"
     fi
     : > "$CFS_FSTAB"
+}
+
+# mount_failed MESSAGE: stop after a failed mount, with the filesystem this kernel lacks
+# when that is the cause (mount(8) said "unknown filesystem type" above), else MESSAGE.
+mount_failed() {
+    check_filesystems
+    die "$1"
 }
 
 # mount_messages: print what mount(8) said; false if it ignored a line.

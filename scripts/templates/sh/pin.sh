@@ -21,8 +21,12 @@ canonical_kept() {
 }
 
 # pinned_state: PINNED=all when every namespace file is an nsfs mount (the container is
-# up), some when only a part is (a set-up cut short), none otherwise.
+# up), some when only a part is (a set-up cut short), none otherwise. Without the
+# namespace dir nothing can be mounted in it (a mount point cannot be removed in its own
+# namespace): none, without reading mountinfo (one system call a byte in dash).
 pinned_state() {
+    PINNED=none
+    [ -d "$CFS_NS" ] || return 0
     fstab_escape "$CFS_NS"  # mountinfo writes paths escaped the way fstab does
     _nsfs=' '
     while read -r _id _parent _dev _root _point _rest; do

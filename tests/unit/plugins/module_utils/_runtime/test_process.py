@@ -3,6 +3,7 @@ systemd unit text and its quoting. No root, no mounts: files in tmp dirs and thi
 own process."""
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -63,6 +64,17 @@ def test_running_iff_the_pid_file_names_a_live_pid_with_its_ticks(box):
     state = P.status(box)
     assert state == {"state": "running", "pid": me, "started_at": 1700000000, "monitor_pid": None,
                      "exit_status": None, "ended_at": None, "log": box["log"]}
+
+
+def test_started_at_is_worked_out_from_the_ticks_when_the_pid_file_has_none(box):
+    me = os.getpid()
+    ticks = P.start_ticks(me)
+    write(box["pid"], "%d %d\n" % (me, ticks))
+    state = P.status(box)
+    assert state["pid"] == me
+    assert state["started_at"] == P.boot_time() + ticks // os.sysconf("SC_CLK_TCK")
+    # it started after the system booted and before now
+    assert P.boot_time() <= state["started_at"] <= time.time()
 
 
 def test_a_reused_pid_is_not_running(box):
