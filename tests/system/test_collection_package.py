@@ -77,7 +77,7 @@ roles/container_scripts/README.md roles/container_scripts/defaults/main.yml role
 roles/container_scripts/meta/main.yml roles/container_scripts/tasks/main.yml
 scripts/containerfs
 scripts/templates/container.sh.j2 scripts/templates/steps.j2 scripts/templates/wait.sh.j2
-scripts/templates/sh/devices.sh scripts/templates/sh/host.sh scripts/templates/sh/layers.sh
+scripts/templates/sh/devices.sh scripts/templates/sh/host.sh scripts/templates/sh/inside.sh scripts/templates/sh/layers.sh
 scripts/templates/sh/lifecycle.sh scripts/templates/sh/messages.sh scripts/templates/sh/monitor.sh
 scripts/templates/sh/mounts.sh scripts/templates/sh/paths.sh scripts/templates/sh/pin.sh
 scripts/templates/sh/registry.sh
