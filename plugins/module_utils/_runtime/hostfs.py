@@ -91,13 +91,10 @@ def make_dirs(path, mode=0o755, trusted=None, create=True):
     if not within(path, trusted):
         raise ValueError("%s is not under %s" % (path, trusted))
     made = []
-    if not os.path.isdir(trusted):
-        made.append(trusted)
-        if create:
-            os.makedirs(trusted, mode)
-            os.chmod(trusted, mode)
+    if not os.path.isdir(trusted) and (not create or _make_base(trusted, mode)):
+        made.append(trusted)  # made (with create=False: to make) by this call
     else:
-        check_base_ours(trusted)
+        check_base_ours(trusted)  # there already, or made by a concurrent run just now
     parts = [p for p in path[len(trusted):].split("/") if p]
     current = trusted
     for i, part in enumerate(parts):
@@ -115,6 +112,19 @@ def make_dirs(path, mode=0o755, trusted=None, create=True):
             os.chmod(current, mode)  # not subject to the umask
         made.append(current)
     return made
+
+
+def _make_base(path, mode):
+    """Make the directory `path` and its parents: True when this call made it, False when a
+    concurrent run (containers set up at once under one new state dir) made it first."""
+    try:
+        os.makedirs(path, mode)
+    except FileExistsError:
+        if os.path.isdir(path):
+            return False
+        raise
+    os.chmod(path, mode)  # not subject to the umask
+    return True
 
 
 def read_file(path):

@@ -25,6 +25,24 @@ def test_make_dirs_creates_the_chain_with_its_mode(tmp_path):
     assert not os.path.exists(base + "/a/c")
 
 
+def test_make_dirs_takes_a_base_a_concurrent_run_made_first(tmp_path, monkeypatch):
+    """Ten containers set up at once under one new state dir: the base is missing when
+    one run looks and made by another before it makes it (seen as EEXIST under load)."""
+    base = str(tmp_path / "state")
+    real_isdir = os.path.isdir
+
+    def made_meanwhile(path):
+        if path == base and not real_isdir(path):
+            os.mkdir(path, 0o755)  # the other run, between the look and the make
+            return False
+        return real_isdir(path)
+
+    monkeypatch.setattr(H.os.path, "isdir", made_meanwhile)
+    made = H.make_dirs(os.path.join(base, "containers", "c1"), 0o700, trusted=base)
+    assert made == [os.path.join(base, "containers"), os.path.join(base, "containers", "c1")]
+    assert stat.S_IMODE(os.stat(os.path.join(base, "containers", "c1")).st_mode) == 0o700
+
+
 @pytest.mark.parametrize("plant, message", [
     (lambda p, v: os.symlink(v, p), "is a symlink"),
     (lambda p, v: open(p, "w").close(), "is not a directory"),
