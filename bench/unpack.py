@@ -1,30 +1,34 @@
 """Benchmark: unpacking an image, ours vs GNU tar vs umoci; disk used by 10 containers.
 
-    sudo .venv/bin/python bench/unpack.py [--runs 3] [--layers 3] [--rebuild]
+    sudo .venv/bin/python bench/unpack.py [--runs 3] [--layers 3] [--inflaters isal,zlib] [--rebuild]
 
 1. Builds a Debian root (`debootstrap --variant=minbase bookworm`), cached in
    bench/.cache/minbase.tar. Without a reachable mirror it falls back to a busybox-static
    tree plus copies of /usr/share and says so.
 2. Packs it as an OCI layout itself (Python tarfile + gzip, split into N layers by top
    directory), cached in bench/.cache/layout-N.
-3. Times, best of --runs, each on a fresh destination:
+3. Times (wall and CPU), best of --runs, each on a fresh destination:
      ours/pull      ImageStore.pull: verify + unpack every layer into the layer store
                     (up to two layers side by side), and the same one layer at a time
      ours/flatten   ImageStore.flatten: the stored layers -> one rootfs directory
      ours/unpack    unpack(): blobs -> one rootfs directory directly (CLI path)
+                    (pull and unpack once per gzip inflater, --inflaters: python-isal's
+                    and zlib's by default, or zlib's alone where isal is not installed)
      tar            GNU `tar -xzpf` of the same layer blobs, in order, into one directory
      umoci          `umoci unpack` of the same layout (yardstick only, if installed)
-   and prints wall times and ratios to tar.
+   and prints wall and CPU times and their ratios to tar.
 4. Disk: 10 containers of the image (layers once + 10 overlay upper dirs, each with a
    small write, mounted in a private mount namespace) vs 10 flattened copies.
 
 Run as root (owners, device nodes). Leaves nothing but bench/.cache behind.
 """
 import argparse
+import contextlib
 import gzip
 import io
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -40,6 +44,7 @@ sys.path.insert(0, REPO)
 from tests.lib import collection  # noqa: E402
 
 collection.register()
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import blob as _blob  # noqa: E402
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import parallel as _parallel  # noqa: E402
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import store as _image_store  # noqa: E402
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import unpack as _unpack  # noqa: E402
@@ -165,20 +170,51 @@ def du_k(*paths):
     return int(out.strip().splitlines()[-1].split()[0])
 
 
+def inflaters(names):
+    """The blob.Inflater of each name ('isal', 'zlib'); isal only where it is installed."""
+    known = {"zlib": _blob.ZLIB_INFLATER}
+    if _blob.GZIP_INFLATER.name != "zlib":
+        known[_blob.GZIP_INFLATER.name] = _blob.GZIP_INFLATER
+    missing = [n for n in names if n not in known]
+    if missing:
+        log("inflater(s) %s not available (pip install isal), left out" % ", ".join(missing))
+    return [known[n] for n in names if n in known]
+
+
+@contextlib.contextmanager
+def inflating_with(inflater):
+    """The layers' gzip read by `inflater` meanwhile (the module's one chooser, overridden)."""
+    chosen = _blob.GZIP_INFLATER
+    _blob.GZIP_INFLATER = inflater
+    try:
+        yield
+    finally:
+        _blob.GZIP_INFLATER = chosen
+
+
+def cpu_seconds():
+    """User + system CPU of this process (all its threads) and of its waited-for children."""
+    return sum(t for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+               for t in resource.getrusage(who)[:2])
+
+
 def timed(plan, runs, work):
-    """Best wall time of each (name, fn) over `runs` rounds; the rounds interleave the
-    tools so that disk writeback noise hits them alike. fn(dest) gets a fresh path."""
+    """Best wall time, and best CPU time, of each (name, fn) over `runs` rounds; the rounds
+    interleave the tools so that disk writeback noise hits them alike (CPU time also stays
+    near what it is on a quiet machine when other work shares the cores). fn(dest) gets a
+    fresh path. Returns {name: (wall, cpu)}."""
     best = {}
     for r in range(runs):
         for name, fn in plan:
             d = tempfile.mkdtemp(dir=work)
             shutil.rmtree(d)
             subprocess.run(["sync"], check=False)
-            t0 = time.perf_counter()
+            c0, t0 = cpu_seconds(), time.perf_counter()
             fn(d)
-            dt = time.perf_counter() - t0
-            log("round %d: %-36s %.3f s" % (r + 1, name, dt))
-            best[name] = min(best.get(name, dt), dt)
+            dt, dc = time.perf_counter() - t0, cpu_seconds() - c0
+            log("round %d: %-41s %.3f s (CPU %.3f s)" % (r + 1, name, dt, dc))
+            wall, cpu = best.get(name, (dt, dc))
+            best[name] = (min(wall, dt), min(cpu, dc))
             subprocess.run(["rm", "-rf", d], check=True)
     return dict((name, best[name]) for name, _fn in plan)
 
@@ -188,6 +224,8 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--layers", type=int, default=3)
     ap.add_argument("--rebuild", action="store_true")
+    ap.add_argument("--inflaters", default="isal,zlib", help="gzip inflaters to time our "
+                    "pull and unpack with, comma-separated (default: isal,zlib)")
     ap.add_argument("--workdir", default=CACHE, help="where the destinations are written "
                     "(default: bench/.cache; e.g. /dev/shm to leave the disk out)")
     args = ap.parse_args()
@@ -198,26 +236,27 @@ def main():
     blobs = layer_blobs(layout)
     work = tempfile.mkdtemp(prefix="cfs-bench-", dir=args.workdir)
     try:
-        results = run(layout, blobs, work, args.runs)
+        results = run(layout, blobs, work, args.runs, inflaters(args.inflaters.split(",")))
         disk = disk_usage(layout, work)
     finally:
         subprocess.run(["rm", "-rf", work], check=False)
     comp = sum(os.path.getsize(b) for b in blobs)
     print("image: %s; %d gzip layers, %.1f MiB compressed, %.1f MiB unpacked" % (
         desc, len(blobs), comp / 1048576.0, disk["image_k"] / 1024.0))
-    print("destinations on %s; best of %d interleaved runs, wall seconds (ratio to GNU tar):"
+    print("destinations on %s; best of %d interleaved runs, wall and CPU seconds (ratios to GNU tar):"
           % (subprocess.run(["df", "--output=fstype", args.workdir], stdout=subprocess.PIPE,
                             universal_newlines=True, check=True).stdout.split()[-1], args.runs))
-    tar_t = results["tar -xzpf (GNU tar)"]
-    for name, t in results.items():
-        print("  %-34s %7.3f s   %5.2fx" % (name, t, t / tar_t))
+    tar_wall, tar_cpu = results["tar -xzpf (GNU tar)"]
+    for name, (wall, cpu) in results.items():
+        print("  %-41s %7.3f s %5.2fx   CPU %7.3f s %5.2fx" % (
+            name, wall, wall / tar_wall, cpu, cpu / tar_cpu))
     print("disk, 10 containers of the image: %.1f MiB (layers once: %.1f MiB + 10 upper "
           "dirs: %.1f MiB) vs 10 flattened copies: %.1f MiB (one image: %.1f MiB)" % (
               (disk["store_k"] + disk["uppers_k"]) / 1024.0, disk["store_k"] / 1024.0,
               disk["uppers_k"] / 1024.0, 10 * disk["image_k"] / 1024.0, disk["image_k"] / 1024.0))
 
 
-def run(layout, blobs, work, runs):
+def run(layout, blobs, work, runs, gzip_inflaters):
     store_root = os.path.join(work, "store")
 
     def ours_pull(d):
@@ -249,11 +288,19 @@ def run(layout, blobs, work, runs):
     def ours_flatten(d):
         _image_store.ImageStore(store_root).flatten("bench", d)
 
-    plan = [("ours: store pull (verify+unpack)", ours_pull),
-            ("ours: store pull, 1 layer at once", ours_pull_one_at_a_time),
-            ("ours: flatten from the store", ours_flatten),
-            ("ours: unpack blobs -> rootfs (CLI)", ours_unpack),
-            ("tar -xzpf (GNU tar)", gnu_tar)]
+    def with_inflater(fn, inflater):
+        def timed_fn(d):
+            with inflating_with(inflater):
+                fn(d)
+        return timed_fn
+
+    plan = []
+    for name, fn in (("ours: store pull (verify+unpack)", ours_pull),
+                     ("ours: store pull, 1 layer at once", ours_pull_one_at_a_time),
+                     ("ours: unpack blobs -> rootfs (CLI)", ours_unpack)):
+        plan += [("%s [%s]" % (name, i.name), with_inflater(fn, i)) for i in gzip_inflaters]
+    plan += [("ours: flatten from the store", ours_flatten),
+             ("tar -xzpf (GNU tar)", gnu_tar)]
     if shutil.which("umoci"):
         plan.append(("umoci unpack (yardstick)", umoci))
     return timed(plan, runs, work)

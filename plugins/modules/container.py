@@ -31,6 +31,7 @@ requirements:
     script runs with to start, stop and supervise the process
   - overlayfs in the kernel for an image rootfs or C(rootfs.overlay=true)
   - The C(zstd) command or the Python C(zstandard) package for zstd-compressed image layers
+  - Optionally the Python C(isal) package, which inflates gzip image layers in about half the CPU of zlib (used otherwise)
   - systemd only to supervise the process under a unit (where systemd is pid 1)
 extends_documentation_fragment:
   - fromscratch.containerfs._spec

@@ -29,6 +29,7 @@ requirements:
     attributes such as C(trusted.overlay.opaque))
   - Python 3.9 or later on the target
   - The C(zstd) command or the Python C(zstandard) package for zstd-compressed layers
+  - Optionally the Python C(isal) package, which inflates gzip layers in about half the CPU of zlib (used otherwise)
 extends_documentation_fragment:
   - fromscratch.containerfs._dirs
   - fromscratch.containerfs._dirs.run_dir

@@ -1,11 +1,9 @@
 """The layers of a pull are verified and unpacked side by side (_image.parallel): really
 concurrently, in a bounded pool; a failing layer cancels the others and leaves nothing;
 progress stays one growing count. No timing is asserted: the blobs' reads meet at
-barriers and gates, whose timeouts only turn a hang into a failure. Then the gzip reader
-of a layer's decompression thread (blob._GzipMembers) against gzip.GzipFile."""
+barriers and gates, whose timeouts only turn a hang into a failure. (The gzip reader of a
+layer's decompression thread: test_blob_gzip.py.)"""
 import contextlib
-import gzip
-import io
 import os
 import tarfile
 import threading
@@ -251,42 +249,6 @@ def test_run_layers_keeps_the_order_of_the_jobs():
             release.set()
         return job * 10
     assert P.run_layers([0, 1], work, opener=None, workers=2) == [0, 10]
-
-
-# --------------------------------------------------------------- the producer's gzip reader
-
-GZ = gzip.compress(b"first member " * 50000, mtime=0)
-GZ2 = gzip.compress(b"second member", mtime=0)
-
-
-@pytest.mark.parametrize("blob", [GZ, GZ + GZ2, GZ + b"\0" * 600 + GZ2 + b"\0" * 3, b""],
-                         ids=["one member", "two members", "zero padding", "empty"])
-def test_gzip_members_read_what_gzipfile_reads(blob):
-    expected = gzip.GzipFile(fileobj=io.BytesIO(blob)).read() if blob else b""
-    with B.BlobStream(io.BytesIO(blob), compression="gzip") as stream:
-        assert b"".join(stream) == expected
-    assert stream.diff_id == fx.sha(expected)
-
-
-@pytest.mark.parametrize("blob, error", [
-    (GZ[:-20], "ended before the end-of-stream"),
-    (GZ + b"junk after it", "incorrect header check"),
-    (GZ[:-5] + bytes([GZ[-5] ^ 1]) + GZ[-4:], "incorrect data check"),
-    (b"\0" * 100, "incorrect header check"),
-], ids=["truncated", "junk after a member", "bad crc", "zeros are no gzip"])
-def test_gzip_members_refuse_what_gzipfile_refuses(blob, error):
-    with pytest.raises(S.ImageInputError, match="cannot decompress.*" + error):
-        with B.BlobStream(io.BytesIO(blob), name="x", compression="gzip") as stream:
-            for _chunk in stream:
-                pass
-
-
-def test_gzip_members_hand_out_bounded_chunks():
-    """A bomb is read a chunk at a time: no read returns more than asked."""
-    bomb = gzip.compress(b"\0" * (8 * B.CHUNK), mtime=0)
-    reader = B._GzipMembers(io.BytesIO(bomb))
-    sizes = [len(d) for d in iter(lambda: reader.read(B.CHUNK), b"")]
-    assert max(sizes) <= B.CHUNK and sum(sizes) == 8 * B.CHUNK
 
 
 def test_run_layers_opens_the_blobs_in_the_order_of_the_jobs():
