@@ -115,15 +115,31 @@ def _zstd_reader(raw):
     try:
         import zstandard
         dctx = zstandard.ZstdDecompressor()
-        return dctx.stream_reader(raw, read_size=CHUNK, read_across_frames=True), None
+        reader = dctx.stream_reader(raw, read_size=CHUNK, read_across_frames=True)
+        return _ErrorsAsValueError(reader, zstandard.ZstdError), None
     except ImportError:
         pass
     try:
         from compression import zstd as _std_zstd  # Python >= 3.14
-        return _std_zstd.ZstdFile(raw), None
+        return _ErrorsAsValueError(_std_zstd.ZstdFile(raw), _std_zstd.ZstdError), None
     except ImportError:
         pass
     return _zstd_command_reader(raw)
+
+
+class _ErrorsAsValueError:
+    """A reader whose decompressor's own error type (no ValueError: zstandard's ZstdError)
+    reads as ValueError, which BlobStream reports as a layer it cannot decompress."""
+
+    def __init__(self, reader, error):
+        self._reader = reader
+        self._error = error
+
+    def read(self, n=-1):
+        try:
+            return self._reader.read(n)
+        except self._error as exc:
+            raise ValueError(str(exc)) from exc
 
 
 def _zstd_command_reader(raw, command="zstd"):
