@@ -150,7 +150,8 @@ class LayerBudget:
         if self.entries > self.max_entries:
             self._exceeded("layer_entries", "the layer has more than %d entries" % self.max_entries)
         if name is not None:
-            depth = sum(1 for part in name.split("/") if part not in ("", "."))
+            parts = name.split("/")
+            depth = len(parts) - parts.count("") - parts.count(".")
             if depth > self.max_depth:
                 self._exceeded("depth", "entry %r is %d levels deep, more than %d" % (
                     name[:200], depth, self.max_depth))
