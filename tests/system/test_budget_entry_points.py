@@ -3,6 +3,7 @@ direct run), the CLI's unpack and pull, and a spec's rootfs.image.limits on a re
 pull. Each bomb is built here, small, against a small limit; each stops with an error
 naming the layer's digest, the limit and the option that raises it, and leaves nothing
 (no layer, no temp dir, no half destination); the raised limit lets the same image in."""
+import json
 import os
 import subprocess
 import sys
@@ -109,6 +110,75 @@ def test_container_spec_limits_stop_a_layer_and_a_raised_limit_lets_it_in(tmp_pa
     assert run_playbook(tmp_path, [task])[0]["changed"]
     task["fromscratch.containerfs.container"]["state"] = "absent"
     assert run_playbook(tmp_path, [task])[0]["changed"]
+
+
+def stored_layers(store):
+    return set(S.ImageStore(store).layers())
+
+
+@pytest.mark.parametrize("own_store", [False, True], ids=["state-dir-store", "store-of-its-own"])
+@pytest.mark.parametrize("rebuild", [False, True], ids=["first-set-up", "rebuild"])
+def test_container_stopped_by_its_budget_leaves_no_layer_it_added(tmp_path, own_store, rebuild):
+    """Layers 1-2 of the image are unpacked, the third goes over: the second goes (nothing
+    else uses it; the container's own reference, written before the layers, keeps none of
+    them), the first, shared with an image already stored, stays. A first set-up leaves no
+    container (absent: no change); a rebuild leaves the container, which absent removes."""
+    third = make_tar([file_("big-zeros", b"\0" * (800 * KiB))])
+    state, run = str(tmp_path / "state"), str(tmp_path / "run")
+    store = str(tmp_path / "store") if own_store else state
+    base = layout(tmp_path, [FIRST], name="base")
+    S.ImageStore(store).pull("base", base)
+    before = stored_layers(store)
+    assert before == {fx.sha(FIRST)}
+    image = {"store": store, "limits": {"layer_bytes": 700 * KiB}}
+    spec = {"name": "c", "state_dir": state, "run_dir": run, "rootfs": {"image": dict(image, source=base)}}
+    if rebuild:
+        assert run_module(tmp_path, "container", {"spec": spec})["changed"]
+    spec["rootfs"]["image"]["source"] = layout(tmp_path, [FIRST, SECOND, third])
+    res = run_module(tmp_path, "container", {"spec": spec})
+    assert res["failed"] and "rootfs.image.limits.layer_bytes" in res["msg"] and digest_of(third) in res["msg"], res
+    assert stored_layers(store) == before and S.ImageStore(store).images() == ["base"]
+    assert not [n for n in os.listdir(os.path.join(store, "layers", "sha256")) if n.startswith(".")]
+    container = os.path.join(state, "containers", "c")
+    assert os.path.isdir(container) is rebuild
+    res = run_module(tmp_path, "container", {"name": "c", "state_dir": state, "run_dir": run, "state": "absent"})
+    assert not res.get("failed") and res["changed"] is rebuild, res
+    assert not os.path.exists(container) and stored_layers(store) == before
+    if own_store:
+        assert not os.listdir(os.path.join(store, "refs")), "the container's reference stayed"
+
+
+def test_store_undoes_only_the_added_layers_nothing_else_uses(tmp_path):
+    """undo_added_layers: of the layers given, those the set-up's own reference alone keeps
+    go; one another reference keeps, and one the set-up did not add, stay."""
+    store = S.ImageStore(str(tmp_path / "store"))
+    store.pull("x", layout(tmp_path, [FIRST, SECOND, MANY]))
+    store.remove("x", keep_layers=True)
+    first, second, many = fx.sha(FIRST), fx.sha(SECOND), fx.sha(MANY)
+    os.makedirs(store.refs_dir)
+    own = os.path.join(store.refs_dir, "container-c-0123456789ab.json")
+    for path, layers in ((own, [first, second, many]), (os.path.join(store.refs_dir, "pin.json"), [second])):
+        with open(path, "w") as f:
+            json.dump({"layers": layers}, f)
+    assert store.undo_added_layers([first, second], own) == [first]
+    assert set(store.layers()) == {second, many}
+
+
+def test_container_stopped_by_another_error_keeps_the_layers_it_added(tmp_path):
+    """A layer that fails its digest is no budget's: the layers before it are complete and
+    verified, and stay for the next try (as a pull's do)."""
+    third = make_tar([file_("other", b"x")])
+    state = str(tmp_path / "state")
+    src = layout(tmp_path, [FIRST, SECOND, third])
+    blob = os.path.join(src, "blobs", "sha256", digest_of(third).split(":", 1)[1])
+    with open(blob, "r+b") as f:
+        size = len(f.read())
+        f.seek(0)
+        f.write(b"\0" * size)
+    spec = {"name": "c", "state_dir": state, "run_dir": str(tmp_path / "run"), "rootfs": {"image": {"source": src}}}
+    res = run_module(tmp_path, "container", {"spec": spec})
+    assert res["failed"] and digest_of(third) in res["msg"] and "limit" not in res["msg"], res
+    assert stored_layers(state) == {fx.sha(FIRST), fx.sha(SECOND)}
 
 
 # --------------------------------------------------------------- the CLI

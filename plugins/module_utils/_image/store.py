@@ -101,6 +101,10 @@ def _hex(diff_id):
     return _blob.split_digest(diff_id)[1]
 
 
+def _same_path(path, other):
+    return other is not None and os.path.normpath(path) == os.path.normpath(other)
+
+
 def blob_stat(source, blob):
     """What says a blob's bytes are unchanged since they were hashed: size, mtime, ctime,
     inode and device of the file holding them (the tarball, the archive, or the blob's own
@@ -195,11 +199,12 @@ class ImageStore:
             raise ImageInputError("no image %r in the store %s" % (name, self.root))
         return record
 
-    def referenced_layers(self, exclude=None):
+    def referenced_layers(self, exclude=None, exclude_reference=None):
         """diff_ids in use: by image records (except `exclude`), and - whatever the
-        records say - by refs/*.json and containers/*/image.json, which list their own
-        `layers` or name the `image` they use (a container keeps its image's layers even
-        when the image record goes). This is the hook for the container code."""
+        records say - by refs/*.json and containers/*/image.json (except the file
+        `exclude_reference`), which list their own `layers` or name the `image` they use
+        (a container keeps its image's layers even when the image record goes). This is
+        the hook for the container code."""
         used = set()
         records = {}
         for name in self.images():
@@ -209,7 +214,7 @@ class ImageStore:
                 if name != exclude:
                     used.update(rec.get("layers") or [])
         for path in self._reference_files():
-            data = self._reference(path)
+            data = None if _same_path(path, exclude_reference) else self._reference(path)
             if data is None:
                 continue
             used.update(data.get("layers") or [])
@@ -340,10 +345,10 @@ class ImageStore:
                 stale.append(os.path.join(folder, n))
         return stale
 
-    def unused_layers(self, exclude=None):
+    def unused_layers(self, exclude=None, exclude_reference=None):
         """Layers present in the store that nothing references (`exclude`: as if that
-        image record were gone)."""
-        used = self.referenced_layers(exclude=exclude)
+        image record were gone; `exclude_reference`: that reference file)."""
+        used = self.referenced_layers(exclude=exclude, exclude_reference=exclude_reference)
         return [d for d in self.layers() if d not in used]
 
     # -- changes
@@ -553,6 +558,15 @@ class ImageStore:
         except BudgetExceededError:
             self._gc([d for d in self.unused_layers() if d not in before])
             raise
+
+    def undo_added_layers(self, added, reference):
+        """Undo a container set-up its budget stopped, as _undo_on_budget_error undoes a pull
+        (the set-up adds its layers one add_layer at a time): of the layers it `added`, those
+        nothing else uses go, under the lock. Its own `reference` lists them (written before
+        them, so no collection takes them while it runs) but keeps none: the set-up that
+        wanted them failed. Returns the diff_ids removed."""
+        with self._locked():
+            return self._gc([d for d in self.unused_layers(exclude_reference=reference) if d in added])
 
     def remove(self, name, keep_layers=False, force=False, check_mode=False):
         """Remove image `name` and, unless keep_layers, those of its layers nothing else

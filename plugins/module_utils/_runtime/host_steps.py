@@ -139,6 +139,7 @@ class HostSteps:
         self.on_done = on_done or (lambda: None)  # called after each step done (not checked)
         self.layer_index = 0
         self.budget = None    # the image's _image.budget.Budget, shared by its layer steps
+        self.layers_added = []  # diff_ids this set-up added to the store (undone by a budget error)
 
     def converge(self):
         """Do every host step that is missing; return the description of each."""
@@ -210,9 +211,26 @@ class HostSteps:
                 size=step["size"], diff_id=step["diff_id"], compression=step["compression"] or None,
                 media_type=step.get("media_type"), index=index, registry=registry,
                 budget=self.budget)
+        except _image_store.BudgetExceededError as exc:
+            self._undo_added_layers(store, exc, step)
+            raise ApplyError(str(exc), step=describe_step(step))
         except _image_store.ImageError as exc:
             raise ApplyError(str(exc), step=describe_step(step))
+        if got.get("added"):
+            self.layers_added.append(step["diff_id"])
         return bool(got.get("added"))
+
+    def _undo_added_layers(self, store, budget_error, step):
+        """A set-up its budget stopped leaves no layer it added that nothing else uses
+        (the store's rule for a pull). Other failures keep them: they are complete and
+        verified, and a retry need not read them again."""
+        from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import store as _image_store
+        try:
+            store.undo_added_layers(self.layers_added, self.plan["paths"]["image_ref"])
+        except (_image_store.ImageError, OSError) as exc:
+            why = os_error_text(exc) if isinstance(exc, OSError) else str(exc)
+            raise ApplyError("%s; the layers this set-up added stay in the store %s: removing them "
+                             "failed: %s" % (budget_error, store.root, why), step=describe_step(step))
 
 
 def _has_content(path, content):
