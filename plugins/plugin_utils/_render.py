@@ -435,7 +435,7 @@ def render_script(plan, version="0.0.0", template_dir=TEMPLATE_DIR):
         "run_files": " ".join(_layout.run_file_names(plan["paths"])),
         # what a layer's byte budget is the least of (_budget.layer_byte_limit), as named in the spec
         "layer_budget_fields": " or ".join(_fields.IMAGE_LIMIT_FIELD % {"name": name}
-                                           for name in ("layer_bytes", "bytes")),
+                                           for name in _budget.LAYER_BYTE_LIMITS),
         "on_rootfs_itself": ON_ROOTFS_ITSELF,
         # the overlay's mount point, inside the run dir: found again from its canonical path
         "root_in_run": _relative_under(plan["paths"]["root"], plan["paths"]["run"]),

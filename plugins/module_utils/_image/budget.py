@@ -84,12 +84,16 @@ def limit_problem(name, value):
     return None
 
 
+# The limits a layer's bytes are held to, each when set: the least of them applies.
+LAYER_BYTE_LIMITS = ("layer_bytes", "bytes")
+
+
 def layer_byte_limit(limits):
     """The most bytes one layer may unpack under `limits` (as check_limits takes them):
     layer_bytes when set, never more than the image's bytes. What the generated script
     enforces, as it unpacks one layer at a time."""
     limits = check_limits(limits)
-    return min(limits["layer_bytes"] or limits["bytes"], limits["bytes"])
+    return min(limits[name] for name in LAYER_BYTE_LIMITS if limits[name])
 
 
 class Budget:
