@@ -24,6 +24,7 @@ import jinja2
 from ansible_collections.fromscratch.containerfs.plugins.module_utils import _errors, _layout
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import budget as _budget
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import registry as _registry
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._image import tar as _tar
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import fields as _fields
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import mountopts
 
@@ -141,6 +142,15 @@ def finalize(value):
     if isinstance(value, Escaped) or (isinstance(value, int) and not isinstance(value, bool)):
         return value
     raise RenderError("unescaped value in the script template: %r (use sq, comment, word...)" % (value,))
+
+
+def layer_limits(step):
+    """The words of `layer_limits` (sh/layers.sh) for an unpack_layer step: each limit of
+    _budget.SCRIPT_LIMITS, then the spec field that raises it."""
+    words = []
+    for value, name in _budget.script_limits(step.get("limits")):
+        words += [word(str(value)), shell_quote(_fields.IMAGE_LIMIT_FIELD % {"name": name})]
+    return Escaped(" ".join(words), "shell word")
 
 
 def layer_metadata(step):
@@ -296,7 +306,7 @@ def _environment(template_dir):
     env.filters["word"] = word
     env.filters["metadata"] = lambda step: shell_quote(layer_metadata(step))
     env.filters["registry_source"] = registry_source
-    env.filters["layer_byte_limit"] = lambda step: word(str(_budget.layer_byte_limit(step.get("limits"))))
+    env.filters["layer_limits"] = layer_limits
     return env
 
 
@@ -432,10 +442,9 @@ def render_script(plan, version="0.0.0", template_dir=TEMPLATE_DIR):
         "filesystems": _needed_filesystems(steps),
         "host_dirs": host_dirs(plan),
         "created_mark": _layout.CREATED_AT_RUN_TIME,
+        "max_trailer": str(_tar.MAX_TRAILER),
+        "store_layout": _layout.StoreLayout(plan["paths"]["store"]) if plan["paths"].get("store") else None,
         "run_files": " ".join(_layout.run_file_names(plan["paths"])),
-        # what a layer's byte budget is the least of (_budget.layer_byte_limit), as named in the spec
-        "layer_budget_fields": " or ".join(_fields.IMAGE_LIMIT_FIELD % {"name": name}
-                                           for name in _budget.LAYER_BYTE_LIMITS),
         "on_rootfs_itself": ON_ROOTFS_ITSELF,
         # the overlay's mount point, inside the run dir: found again from its canonical path
         "root_in_run": _relative_under(plan["paths"]["root"], plan["paths"]["run"]),
@@ -476,7 +485,8 @@ def _needed_commands(steps):
         needs.append("setpriv")
     layers = [s for s in steps if s["op"] == "unpack_layer"]
     if layers:
-        needs += ["cat", "tar", "sha256sum", "head", "wc", "find", "setfattr", "mknod", "mv", "rm", "date"]
+        needs += ["cat", "tar", "sha256sum", "head", "wc", "find", "setfattr", "mknod", "mv", "rm", "date",
+                  "tee", "awk", "grep"]
         needs += [s["compression"] for s in layers if s["compression"]]
     if any(s["format"] == REGISTRY_FORMAT for s in layers):
         # sh/registry.sh; curl or wget (and base64 for a username/password auth entry)

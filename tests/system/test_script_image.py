@@ -336,11 +336,135 @@ def test_a_layer_over_its_byte_budget_stops_the_script(make_container, tmp_path)
     assert "more than %d bytes" % limit in result.stderr and "limits.layer_bytes" in result.stderr, result
     store = str(tmp_path / "store")
     assert store_leftovers(store) == []
-    assert layer_dirs(store) == [fx.sha(base)[7:]]
+    assert layer_dirs(store) == []    # the base layer this run added goes too (nothing uses it)
     container = image_container(make_container, tmp_path, layout, name="img2",
                                 image={"limits": {"layer_bytes": 2 * len(bomb)}})
     assert container.run("true").rc == 0
     assert sorted(layer_dirs(store)) == sorted([fx.sha(base)[7:], fx.sha(bomb)[7:]])
+
+
+def many_files(count, prefix="many"):
+    return make_tar([file_("%s/f%d" % (prefix, i), b"") for i in range(count)])
+
+
+def deep_file(depth):
+    return make_tar([file_("/".join("d%d" % i for i in range(depth - 1)) + "/leaf", b"x")])
+
+
+def budget_refusal(make_container, tmp_path, top, limits, before_run=None):
+    """Run a container of [base, top] under `limits` (before_run(base) first): the script
+    must fail. Returns (result, the base's bytes, the top layer's digest, the store)."""
+    layout = str(tmp_path / "layout")
+    base = fx.tar_of_dir(base_tree(str(tmp_path / "base-tree")))
+    desc = fx.oci_layout(layout, [base, top])
+    container = image_container(make_container, tmp_path, layout, image={"limits": limits})
+    if before_run:
+        before_run(base)
+    result = container.run("true")
+    assert result.rc != 0, result
+    with open(os.path.join(layout, "blobs/sha256", desc["digest"][7:])) as f:
+        digest = json.load(f)["layers"][1]["digest"]
+    return result, base, digest, str(tmp_path / "store")
+
+
+def base_entries(tmp_path):
+    return len(fx.tar_members(fx.tar_of_dir(base_tree(str(tmp_path / "count-tree")))))
+
+
+@pytest.mark.parametrize("limit, scope", [("layer_entries", "layer"), ("entries", "image")])
+def test_a_layer_over_its_entry_budget_stops_the_script(make_container, tmp_path, limit, scope):
+    """The entries of a layer (limits.layer_entries) and of the image (limits.entries) are
+    counted as tar lists them while it unpacks: over the limit, tar stops, the layer names
+    its digest, the limit and the field to raise, and nothing of the set-up stays."""
+    count = base_entries(tmp_path) + 10
+    result, _base, digest, store = budget_refusal(make_container, tmp_path, many_files(3 * count),
+                                                  {limit: count})
+    what = "the %s has more than %d entries" % (scope, count)
+    assert "layer %s" % digest in result.stderr and what in result.stderr, result
+    assert "rootfs.image.limits.%s" % limit in result.stderr and "(limit %s)" % limit in result.stderr, result
+    assert store_leftovers(store) == [] and layer_dirs(store) == []
+
+
+def test_an_entry_deeper_than_the_depth_budget_stops_the_script(make_container, tmp_path):
+    result, _base, digest, store = budget_refusal(make_container, tmp_path, deep_file(12), {"depth": 11})
+    assert "layer %s" % digest in result.stderr, result
+    assert "is 12 levels deep, more than 11" in result.stderr and "limits.depth" in result.stderr, result
+    assert "d0/d1/d2/d3/d4/d5/d6/d7/d8/d9/d10/leaf" in result.stderr, result
+    assert store_leftovers(store) == [] and layer_dirs(store) == []
+
+
+def test_the_image_byte_budget_holds_for_the_sum_of_the_layers(make_container, tmp_path):
+    """limits.bytes: each layer fits on its own, not both: the second one stops the script
+    and the first, added by this run and used by nothing else, goes too."""
+    base_size = len(fx.tar_of_dir(base_tree(str(tmp_path / "size-tree"))))
+    top = make_tar([file_("blob", b"z" * (256 * 1024))])
+    result, _base, digest, store = budget_refusal(make_container, tmp_path, top,
+                                                  {"bytes": base_size + 128 * 1024})
+    assert "layer %s" % digest in result.stderr, result
+    assert "the image unpacks more than %d bytes" % (base_size + 128 * 1024) in result.stderr, result
+    assert "limits.bytes" in result.stderr
+    assert store_leftovers(store) == [] and layer_dirs(store) == []
+
+
+def test_a_layer_the_store_names_stays_when_the_budget_stops_the_script(make_container, tmp_path):
+    """A layer this run added that an image record names (another pull took it meanwhile)
+    is not undone: only what nothing uses goes."""
+    def another_record_names(base):
+        images = tmp_path / "store" / "images"
+        images.mkdir(parents=True)
+        (images / "other.json").write_text(json.dumps({"layers": [fx.sha(base)]}))
+    result, base, _digest, store = budget_refusal(make_container, tmp_path, many_files(200),
+                                                  {"layer_entries": 150}, before_run=another_record_names)
+    assert "the layer has more than 150 entries" in result.stderr, result
+    assert layer_dirs(store) == [fx.sha(base)[7:]] and store_leftovers(store) == []
+
+
+@pytest.mark.parametrize("content, needle", [
+    (b"\0" * (3 << 20), "not a tar layer (a stream of zeros?)"),
+    (bytes(range(256)) * 4096, "tar cannot unpack it (not a tar"),
+])
+def test_a_layer_that_is_not_a_tar_stops_the_script(make_container, tmp_path, content, needle):
+    """A gzip of zeros is "end of archive" and padding to GNU tar, which unpacks nothing
+    and succeeds; the script compares what tar read with the content's length. Other
+    bytes tar refuses. The digest is named; the verified base layer stays (not a budget)."""
+    layout = str(tmp_path / "layout")
+    base = fx.tar_of_dir(base_tree(str(tmp_path / "base-tree")))
+    desc = fx.oci_layout(layout, [base, content])
+    with open(os.path.join(layout, "blobs/sha256", desc["digest"][7:])) as f:
+        digest = json.load(f)["layers"][1]["digest"]
+    result = image_container(make_container, tmp_path, layout).run("true")
+    assert result.rc != 0 and needle in result.stderr and "layer %s" % digest in result.stderr, result
+    store = str(tmp_path / "store")
+    assert store_leftovers(store) == [] and layer_dirs(store) == [fx.sha(base)[7:]]
+
+
+def test_each_layer_blob_is_read_once(make_container, tmp_path):
+    """What is checked is what is unpacked: the script reads a blob once (digest, diff_id,
+    budget and unpack from one stream), so a source that changes between two reads cannot
+    slip unverified content in. Here the top blob is a fifo that gives its bytes once: a
+    second read would wait forever."""
+    import threading
+    layout = str(tmp_path / "layout")
+    ls = layers(tmp_path)
+    desc = fx.oci_layout(layout, ls)
+    container = image_container(make_container, tmp_path, layout)
+    with open(os.path.join(layout, "blobs/sha256", desc["digest"][7:])) as f:
+        top = json.load(f)["layers"][1]["digest"]
+    path = os.path.join(layout, "blobs/sha256", top[7:])
+    with open(path, "rb") as f:
+        data = f.read()
+    os.unlink(path)
+    os.mkfifo(path)
+
+    def feed_once():
+        with open(path, "wb") as fifo:
+            fifo.write(data)
+    feeder = threading.Thread(target=feed_once, daemon=True)
+    feeder.start()
+    result = container.run("cat", "/usr/local/only", timeout=30)
+    assert result.rc == 0 and result.stdout == "upper\n", result
+    feeder.join(5)
+    assert not feeder.is_alive()
 
 
 # --------------------------------------------------------------------------------------

@@ -84,16 +84,25 @@ def limit_problem(name, value):
     return None
 
 
-# The limits a layer's bytes are held to, each when set: the least of them applies.
-LAYER_BYTE_LIMITS = ("layer_bytes", "bytes")
+# The per-layer limits whose unset value means the image's limit of the same kind.
+LAYER_LIMITS = {"layer_bytes": "bytes", "layer_entries": "entries"}
+# What the generated script checks of each layer, in the order it takes them (layer_limits).
+SCRIPT_LIMITS = ("layer_bytes", "layer_entries", "depth", "bytes", "entries")
 
 
-def layer_byte_limit(limits):
-    """The most bytes one layer may unpack under `limits` (as check_limits takes them):
-    layer_bytes when set, never more than the image's bytes. What the generated script
-    enforces, as it unpacks one layer at a time."""
+def effective_limit(limits, name):
+    """(value, name) of limit `name` under complete `limits` (check_limits): a layer limit
+    left unset is the image's limit of the same kind, and that is the one to raise."""
+    if limits[name] is None and name in LAYER_LIMITS:
+        name = LAYER_LIMITS[name]
+    return limits[name], name
+
+
+def script_limits(limits):
+    """[(value, name)] of SCRIPT_LIMITS under `limits` (as check_limits takes them): what
+    the generated script holds each layer and the whole image to as it unpacks them."""
     limits = check_limits(limits)
-    return min(limits[name] for name in LAYER_BYTE_LIMITS if limits[name])
+    return [effective_limit(limits, name) for name in SCRIPT_LIMITS]
 
 
 class Budget:
@@ -137,8 +146,8 @@ class LayerBudget:
         self.bytes = 0
         self.entries = 0
         limits = image.limits
-        self.max_bytes = limits["layer_bytes"] or limits["bytes"]
-        self.max_entries = limits["layer_entries"] or limits["entries"]
+        self.max_bytes = effective_limit(limits, "layer_bytes")[0]
+        self.max_entries = effective_limit(limits, "layer_entries")[0]
         self.max_depth = limits["depth"]
 
     def add_bytes(self, count):
@@ -163,7 +172,4 @@ class LayerBudget:
 
     def _exceeded(self, name, what):
         # a layer limit left unset is the image's: raise that one
-        limits = self.image.limits
-        if name in ("layer_bytes", "layer_entries") and limits[name] is None:
-            name = name[len("layer_"):]
-        self.image.exceeded(self.name, name, what)
+        self.image.exceeded(self.name, effective_limit(self.image.limits, name)[1], what)

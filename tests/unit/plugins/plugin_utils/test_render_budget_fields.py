@@ -42,12 +42,25 @@ def test_no_template_spells_a_budget_field():
     assert found == []
 
 
-def test_the_script_names_the_fields_of_a_layer_s_byte_budget_as_python_names_a_limit(tmp_path):
-    lines = _render.render_script(build_plan(image_spec(tmp_path))).splitlines()
+@pytest.mark.parametrize("limits, expected", [
+    ({}, [("10737418240", "bytes"), ("2000000", "entries"), ("255", "depth"),
+          ("10737418240", "bytes"), ("2000000", "entries")]),
+    ({"layer_bytes": 7, "entries": 9, "depth": 3},
+     [("7", "layer_bytes"), ("9", "entries"), ("3", "depth"), ("10737418240", "bytes"), ("9", "entries")]),
+    ({"layer_entries": 5, "bytes": 11},
+     [("11", "bytes"), ("5", "layer_entries"), ("255", "depth"), ("11", "bytes"), ("2000000", "entries")]),
+])
+def test_the_script_names_each_limit_and_its_field_as_python_does(tmp_path, limits, expected):
+    """layer_limits: per checked limit (layer bytes, layer entries, depth, image bytes, image
+    entries) its value and the field that raises it: a layer limit left unset is the
+    image's, as LayerBudget raises it."""
+    lines = _render.render_script(build_plan(image_spec(tmp_path, **limits))).splitlines()
+    calls = [shlex.split(text) for text in lines if text.strip().startswith("layer_limits ")]
     hint = _image_spec.budget_of({}).hint
-    assert header_value(lines, "CFS_LAYER_BUDGET_FIELDS") == " or ".join(
-        hint % {"name": name} for name in ("layer_bytes", "bytes"))
     assert hint == _fields.IMAGE_LIMIT_FIELD
+    assert calls == [["layer_limits"] + [word for value, name in expected for word in (value, hint % {"name": name})]]
+    python = _budget.Budget(limits).layer("x")
+    assert (python.max_bytes, python.max_entries, python.max_depth) == tuple(int(v) for v, _n in expected[:3])
 
 
 def test_a_bad_limit_is_named_by_its_field(tmp_path):
