@@ -224,7 +224,7 @@ class RootSteps:
         return os.path.isdir(self.target(step))
 
     def do_workdir(self, step):
-        os.makedirs(self.target(step), 0o755)
+        os.makedirs(self.target(step), 0o755, exist_ok=True)  # (or made meanwhile: a shared root)
 
     # the mount point of a mount made at start (/proc): a directory made the same way
     check_mount_point = check_workdir
@@ -317,7 +317,9 @@ def _same_file(a, b):
 # Twin of the script's make_target (tests/system/test_twins.py).
 def _make_mount_point(target, create, source):
     """A directory, or an empty file for a bind of a file; never through a symlink, and
-    never a directory where a file is or a file where a directory is."""
+    never a directory where a file is or a file where a directory is. Another set-up on the
+    same root (containers sharing a plain rootfs) may make it at the same time: what it
+    made is taken, as the script's mkdir -p and `: >>` take it."""
     if create == "match_source":
         if not os.path.exists(source):
             raise ApplyError("bind source %s does not exist" % source)
@@ -328,15 +330,21 @@ def _make_mount_point(target, create, source):
         if os.path.exists(target) and not os.path.isdir(target):
             raise ApplyError("mount point %s is not a directory, but the source is one" % target)
         if not os.path.isdir(target):
-            os.makedirs(target, 0o755)
+            os.makedirs(target, 0o755, exist_ok=True)
     elif os.path.isdir(target):
         raise ApplyError("mount point %s is a directory, but the source is a file" % target)
     elif not os.path.exists(target):
         parent = os.path.dirname(target)
         if not os.path.isdir(parent):
-            os.makedirs(parent, 0o755)
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-        os.close(fd)
+            os.makedirs(parent, 0o755, exist_ok=True)
+        try:
+            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644))
+        except FileExistsError:
+            if os.path.isdir(target):
+                raise ApplyError("mount point %s appeared meanwhile as a directory, but the source "
+                                 "is a file" % target)
+    if os.path.islink(target):
+        raise ApplyError("mount point %s appeared meanwhile as a symlink" % target)
 
 
 # Twin of the script's cgroup_bind_source (tests/system/test_twins.py).
