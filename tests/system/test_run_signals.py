@@ -131,3 +131,57 @@ def test_signal_reaches_pid1_and_the_run_ends_clean(env, tmp_path, how):
         problems.append("left in the run dir: %s" % stale)
     problems += result.problems()
     assert not problems, "%s\n%r" % ("\n".join(problems), result)
+
+
+def children(pid):
+    """The pids whose parent is `pid`."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open("/proc/%s/stat" % entry) as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.append(int(entry))
+    return out
+
+
+def test_a_signal_ends_a_run_whose_supervise_is_gone(env, tmp_path):
+    """The script's supervise (the subshell reading the container side's reports) killed:
+    nothing would answer the container side any more. A TERM to the script then KILLs the
+    container (whose pid 1 here ignores TERM, as a pid 1 without a handler does) instead of
+    passing TERM on, and the run ends: no container runs on unwatched holding the lock, and
+    a new run can start."""
+    case_dir = str(tmp_path / "case")
+    os.makedirs(case_dir)
+    script, volume, _spec = render_container(env, case_dir)
+    marker = "cfs-supervise-test-%s" % uuid.uuid4().hex
+    deaf = ["/bin/sh", "-c", "echo ready > /vol/ready; while :; do sleep 0.1; done", marker]
+    started = hostile.start_script(script, ["run"] + deaf, env, case_dir, shell=("setsid", "dash"))
+    try:
+        ready = wait_for(lambda: os.path.exists(os.path.join(volume, "ready")), READY_TIMEOUT)
+        pid = script_pid(script)
+        assert ready and pid, "the container did not start: %r" % (
+            hostile.finish_script(started, 5, sessions=[pid] if pid else []),)
+        # the pipeline's two subshells: container_side (it has started unshare) and
+        # supervise (idle in read, no child)
+        idle = [child for child in children(pid) if not children(child)]
+        assert len(idle) == 1, "cannot tell supervise among %r" % children(pid)
+        os.kill(idle[0], signal.SIGKILL)
+        assert wait_for(lambda: idle[0] not in children(pid), EXIT_TIMEOUT), "supervise not reaped"
+        os.kill(pid, signal.SIGTERM)
+        ended = wait_for(lambda: not os.path.exists("/proc/%d" % pid), EXIT_TIMEOUT + 5)
+        wait_for(lambda: not leftovers(marker), EXIT_TIMEOUT)
+        left = leftovers(marker)
+        for stray in left:  # (else the container, holding the script's output, hangs the test)
+            os.kill(stray, signal.SIGKILL)
+        result = hostile.finish_script(started, EXIT_TIMEOUT + 5, sessions=(pid,))
+    finally:
+        for pid in leftovers(marker):  # our own container's processes only
+            os.kill(pid, signal.SIGKILL)
+    assert ended and left == [], "the run did not end, or left its container running: %s %r" % (left, result)
+    assert not result.timed_out and result.rc != 0, result
+    again = hostile.run_script(script, ["run", "/bin/true"], env, case_dir)
+    assert again.rc == 0, again

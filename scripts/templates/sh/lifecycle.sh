@@ -34,14 +34,28 @@ supervise() {
 }
 
 # cleanup: leave nothing of this run in effect, with builtins only (no program start):
-# the run's files (CFS_RUN_FILES: fstab, mount messages, pid file, pending signal) emptied
-# (an empty pid file names no process), the fifo kept for the next run (a pipe holds no
-# data once nobody has it open). All ours, as this run holds the container's lock.
+# the container's pid 1 if it still runs (a run ends once its container ended, or after
+# a signal found supervise gone), then the run's files (CFS_RUN_FILES: fstab, mount
+# messages, pid file, pending signal) emptied (an empty pid file names no process), the
+# fifo kept for the next run (a pipe holds no data once nobody has it open). All ours, as
+# this run holds the container's lock.
 cleanup() {
+    kill_left_pid1
     for _file in $CFS_RUN_FILES; do
         _file=$CFS_RUN/$_file
         [ -L "$_file" ] || [ ! -s "$_file" ] || : > "$_file"
     done
+}
+
+# kill_left_pid1: KILL the process the pid file names if it is still the one this run
+# started (live_pid: same start time); kill -0 first, so an ended run reads no /proc file.
+kill_left_pid1() {
+    _pid=
+    [ -L "$CFS_PID_FILE" ] || [ ! -s "$CFS_PID_FILE" ] || read -r _pid _rest < "$CFS_PID_FILE" || true
+    case $_pid in '' | *[!0-9]*) return 0 ;; esac
+    kill -0 "$_pid" 2>/dev/null || return 0
+    live_pid "$CFS_PID_FILE"
+    [ -z "$LIVE" ] || kill -KILL "$LIVE" 2>/dev/null || true
 }
 
 # take_lock: the container's lock (the modules flock the same file) on fd 3, for set-up
@@ -58,8 +72,14 @@ take_lock() {
 
 # forward_signal NAME: as `runc run` does, pass the signal on to the container's pid 1
 # and keep waiting for it. Before pid 1 is known, supervise passes it on (pending_signal).
+# If supervise is gone (killed: nobody would answer the container side, which may wait
+# for its go forever, as a pid 1 that ignores the signal), the container is killed instead.
 forward_signal() {
     CFS_TRAPPED=$1
+    if [ -n "${CFS_SUPERVISE:-}" ] && ! kill -0 "$CFS_SUPERVISE" 2>/dev/null; then
+        kill_left_pid1
+        return 0
+    fi
     _pid=
     [ ! -f "$CFS_PID_FILE" ] || read -r _pid _rest < "$CFS_PID_FILE" || true
     if [ -n "$_pid" ]; then
@@ -175,6 +195,7 @@ foreground_run() {
     exec 5<&0 6>&1
     # in the background: a trap runs during `wait`, not while a foreground job runs
     container_side "$@" | { trap '' TERM INT HUP; supervise; } &
+    CFS_SUPERVISE=$!
     wait_for "$!"
     exit "$_status"
 }
