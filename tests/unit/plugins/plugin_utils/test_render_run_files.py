@@ -14,7 +14,11 @@ from tests.lib.run_files import RUN_FILES_EMPTIED, START_FIFO
 
 SHELLS = ["dash", "bash", "busybox ash"]
 # the header values the two functions read
-HEADER = ("CFS_RUN=", "CFS_RUN_FILES=", "CFS_GO=", "CFS_MONITOR=")
+HEADER = ("CFS_RUN=", "CFS_RUN_FILES=", "CFS_GO=", "CFS_MONITOR=", "CFS_PID_FILE=")
+# what cleanup calls first: the pid 1 of a run still alive goes (none is, here)
+CLEANUP_HELPERS = ("kill_left_pid1", "live_pid", "proc_ticks")
+# in every run file: "PID TICKS" of no process (above the kernel's highest pid_max, 2^22)
+NO_PROCESS = "4194305 5678\n"
 # what lies in a run dir besides the run's files: neither function touches it
 OTHERS = {"stopping": "", "unrelated": "keep me\n"}
 
@@ -35,9 +39,9 @@ def shell_function(lines, name):
     return "\n".join(lines[start:lines.index("}", start) + 1])
 
 
-def call(shell, lines, function):
+def call(shell, lines, function, helpers=()):
     code = "\n".join(["set -eu"] + [text for text in lines if text.startswith(HEADER)] +
-                     [shell_function(lines, function), "T_rm=rm", function])
+                      [shell_function(lines, name) for name in helpers + (function,)] + ["T_rm=rm", function])
     subprocess.run(shell.split() + ["-c", code], check=True)
 
 
@@ -48,7 +52,7 @@ def a_run_dir(tmp_path):
     os.makedirs(paths["run"])
     for name in RUN_FILES_EMPTIED:
         with open(os.path.join(paths["run"], name), "w") as f:
-            f.write("1234 5678\n")
+            f.write(NO_PROCESS)
     os.mkfifo(paths["fifo"])
     for path, content in [(paths["monitor"], "99 1\n")] + [(os.path.join(paths["run"], n), c) for n, c in OTHERS.items()]:
         with open(path, "w") as f:
@@ -83,7 +87,7 @@ def test_cleanup_empties_the_run_files_keeps_the_fifo_and_follows_no_link(shell,
     planted = os.path.join(paths["run"], RUN_FILES_EMPTIED[-1])
     os.unlink(planted)
     os.symlink(str(outside), planted)
-    call(shell, lines, "cleanup")
+    call(shell, lines, "cleanup", CLEANUP_HELPERS)
     want = dict(OTHERS, **{name: "" for name in RUN_FILES_EMPTIED})
     want.update({RUN_FILES_EMPTIED[-1]: "(link)", START_FIFO: "(other)", os.path.basename(paths["monitor"]): "99 1\n"})
     assert contents(paths["run"]) == want
