@@ -40,8 +40,9 @@ def shell_function(lines, name):
 
 
 def call(shell, lines, function, helpers=()):
+    functions = [shell_function(lines, name) for name in helpers + (function,)]
     code = "\n".join(["set -eu"] + [text for text in lines if text.startswith(HEADER)] +
-                      [shell_function(lines, name) for name in helpers + (function,)] + ["T_rm=rm", function])
+                     functions + ["T_rm=rm", function])
     subprocess.run(shell.split() + ["-c", code], check=True)
 
 
