@@ -82,7 +82,7 @@ def wait_gone(pid, timeout=20.0):
         try:
             with open("/proc/%d/stat" % pid) as f:
                 state = f.read().rsplit(")", 1)[1].split()[0]
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):  # gone before the open, or during the read
             return True
         return state == "Z"
     wait_for(gone, timeout, "pid %d to exit" % pid)
