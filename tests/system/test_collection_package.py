@@ -59,9 +59,10 @@ plugins/module_utils/_plan/__init__.py plugins/module_utils/_plan/plan.py
 plugins/module_utils/_runtime/__init__.py plugins/module_utils/_runtime/applier.py
 plugins/module_utils/_runtime/commands.py plugins/module_utils/_runtime/drift.py
 plugins/module_utils/_runtime/errors.py plugins/module_utils/_runtime/host_steps.py
-plugins/module_utils/_runtime/hostfs.py plugins/module_utils/_runtime/lifecycle.py
-plugins/module_utils/_runtime/mountinfo.py plugins/module_utils/_runtime/namespaces.py
-plugins/module_utils/_runtime/process.py plugins/module_utils/_runtime/root_steps.py
+plugins/module_utils/_runtime/hostfs.py plugins/module_utils/_runtime/inroot.py
+plugins/module_utils/_runtime/lifecycle.py plugins/module_utils/_runtime/mountinfo.py
+plugins/module_utils/_runtime/namespaces.py plugins/module_utils/_runtime/process.py
+plugins/module_utils/_runtime/root_steps.py
 plugins/module_utils/_spec/__init__.py plugins/module_utils/_spec/checker.py
 plugins/module_utils/_spec/defaults.py plugins/module_utils/_spec/errors.py
 plugins/module_utils/_spec/fields.py plugins/module_utils/_spec/files.py

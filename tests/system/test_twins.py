@@ -1,8 +1,8 @@
 """Twins: the algorithms the script (shell) and the applier (Python) each carry by design,
 answered on one table of cases each, and required to answer identically:
 
-  target_in_root    <-> _applier.resolve_in_root     (in-root path resolution)
-  make_target       <-> _applier._make_mount_point   (mount-point creation)
+  target_in_root    <-> inroot.resolve_in_root       (in-root path resolution)
+  make_target       <-> InRoot.make_mount_point      (mount-point creation)
   inherited_flags   <-> _applier.lies_on_flags       (the flags of the mount a path lies on)
   live_pid          <-> process.live_pid             (the liveness rule: pid and start ticks)
   cgroup_bind_source <-> _applier._v1_bind_source    (a v1 cgroup's directory under its mount)
@@ -18,6 +18,7 @@ import sys
 
 import pytest
 
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import inroot as _inroot
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import process as _process
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import root_steps as _applier
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._plan.plan import build_plan
@@ -91,8 +92,8 @@ def tree(tmp_path):
 
 def python_resolve(root, path, nofollow):
     try:
-        return "OK " + _applier.resolve_in_root(root, path, nofollow=nofollow)
-    except _applier.ApplyError:
+        return "OK " + _inroot.resolve_in_root(root, path, nofollow=nofollow)
+    except _inroot.ApplyError:
         return "ERROR"
 
 
@@ -110,7 +111,7 @@ def test_target_in_root_and_resolve_in_root_answer_alike(tree, shell, nofollow):
 
 
 # ---------------------------------------------------------------------------------------
-# make_target <-> _make_mount_point
+# make_target <-> InRoot.make_mount_point
 # ---------------------------------------------------------------------------------------
 
 # (create, source: "dir"/"file"/"missing"/None, what is at the target first)
@@ -155,16 +156,18 @@ def outcome(ok, target):
 def test_make_target_and_make_mount_point_answer_alike(tmp_path, shell, create, source_kind, existing):
     root, target, source = prepare(str(tmp_path / "py"), source_kind, existing)
     try:
-        _applier._make_mount_point(target, create, source)
+        with _inroot.InRoot(root) as inroot:
+            inroot.make_mount_point(os.path.relpath(target, root), create, source)
         python = outcome(True, target)
-    except (_applier.ApplyError, OSError):
+    except (_inroot.ApplyError, OSError):
         python = "ERROR"
     root, target, source = prepare(str(tmp_path / "sh"), source_kind, existing)
     # mount(8) makes a directory the script leaves to X-mount.mkdir: do it here
-    code = shell_functions("make_target") + (
-        'RESOLVED=%s; RESOLVED_FRESH=\nmake_target %s %s\n'
+    # both resolve the target in the root first (the script by target_in_root, as add_mount's callers do)
+    code = shell_functions("target_in_root", "make_target") + (
+        'target_in_root %s\nmake_target %s %s\n'
         '[ -z "$MKDIR_OPTION" ] || "$T_mkdir" -p -- "$RESOLVED"\necho done\n'
-        % (_render.shell_quote(target), create, _render.shell_quote(source)))
+        % (_render.shell_quote("/" + os.path.relpath(target, root)), create, _render.shell_quote(source)))
     out = run_shell(shell, code, CFS_ROOT=root)
     script = outcome(out.strip().endswith("done"), target)
     assert script == python

@@ -193,24 +193,24 @@ class Applier:
 
     def _converge_root(self):
         self.namespaces.enter()
-        steps = RootSteps(self.root, _root_steps(self.plan))
-        done = []
-        for step in _root_steps(self.plan):
-            if getattr(steps, "check_" + step["op"])(step):
-                continue
-            done.append(describe_step(step))
-            if self.check_mode:
-                continue
-            try:
-                getattr(steps, "do_" + step["op"])(step)
-            except OSError as exc:
-                raise ApplyError(os.strerror(exc.errno) if exc.errno else str(exc),
-                                 step=describe_step(step))
-            except ApplyError as exc:
-                raise ApplyError(str(exc), step=describe_step(step), cmd=exc.cmd)
-            steps.refresh()
-            self._step_done()
-        return done
+        with RootSteps(self.root, _root_steps(self.plan)) as steps:
+            done = []
+            for step in _root_steps(self.plan):
+                if getattr(steps, "check_" + step["op"])(step):
+                    continue
+                done.append(describe_step(step))
+                if self.check_mode:
+                    continue
+                try:
+                    getattr(steps, "do_" + step["op"])(step)
+                except OSError as exc:
+                    raise ApplyError(os.strerror(exc.errno) if exc.errno else str(exc),
+                                     step=describe_step(step))
+                except ApplyError as exc:
+                    raise ApplyError(str(exc), step=describe_step(step), cmd=exc.cmd)
+                steps.refresh()
+                self._step_done()
+            return done
 
     def _write_record(self, complete=True):
         """Record the plan: once set up; and, marked incomplete, before a set-up from

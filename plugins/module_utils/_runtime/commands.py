@@ -10,9 +10,10 @@ import subprocess
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime.errors import ApplyError
 
 
-def run(cmd):
-    """Run a command (argv list); raise ApplyError with its stderr when it fails."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+def run(cmd, fds=()):
+    """Run a command (argv list) with the descriptors `fds` open in it (same numbers); raise
+    ApplyError with its stderr when it fails."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=tuple(fds))
     out, err = proc.communicate()
     if proc.returncode != 0:
         raise ApplyError("command failed: %s" % " ".join(cmd), cmd=cmd,

@@ -1,11 +1,11 @@
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Root steps: one check_ and one do_ per kind of step done inside the container's
-namespaces, against the container root, and the in-root path resolution they share.
+namespaces, against the container root.
 
 The check looks at the live state (mountinfo, lstat, the uts hostname); the action is
-done only when the check says it is missing. resolve_in_root, _make_mount_point and
-lies_on_flags have twins in the script (tests/system/test_twins.py).
+done only when the check says it is missing, through descriptors of the root (inroot.py).
+lies_on_flags and _v1_bind_source have twins in the script (tests/system/test_twins.py).
 
 Private to the collection; may change without notice.
 """
@@ -13,16 +13,16 @@ Private to the collection; may change without notice.
 import os
 import stat
 
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import mountinfo
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import inroot, mountinfo
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime.commands import run
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime.errors import ApplyError
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime.inroot import InRoot
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec import mountopts
 
 # The plan's step kinds done outside RootSteps: on the host (host_steps.HostSteps;
 # namespaces by namespaces.Namespaces), and those of a started process, left to start.
 # Every other kind needs a check_ and a do_ in RootSteps (tests/unit/plugins/module_utils/_plan/test_plan.py).
 STARTED_STEP_KINDS = ("pivot_root", "root_propagation", "exec")
-MAX_SYMLINKS = 40
 # Steps that stack a new mount on their target, and steps that change the last one there.
 NEW_LAYER_KINDS = ("mount_rootfs", "mount", "cgroup", "readonly_path", "mask_path")
 REMOUNT_KINDS = ("remount_readonly", "remount_root_readonly")
@@ -50,46 +50,25 @@ def layers_above(steps):
     return out
 
 
-# Twin of the script's target_in_root (tests/system/test_twins.py).
-def resolve_in_root(root, path, nofollow=False):
-    """Join `path` to `root`, following symlinks as if root were / (absolute links restart
-    at root, '..' stops at it): the result never leaves root. With nofollow, any symlink
-    on the way is an error (proc and sysfs targets)."""
-    parts = [p for p in path.split("/") if p]
-    done = []
-    hops = 0
-    while parts:
-        part = parts.pop(0)
-        if part == ".":
-            continue
-        if part == "..":
-            if done:
-                done.pop()
-            continue
-        candidate = os.path.join(root, *(done + [part]))
-        if os.path.islink(candidate):
-            if nofollow:
-                raise ApplyError("%s is a symlink; refusing to mount through it"
-                                 % ("/" + "/".join(done + [part])), step=path)
-            hops += 1
-            if hops > MAX_SYMLINKS:
-                raise ApplyError("too many levels of symbolic links", step=path)
-            link = os.readlink(candidate)
-            if link.startswith("/"):
-                done = []
-            parts = [p for p in link.split("/") if p] + parts
-        else:
-            done.append(part)
-    return os.path.join(root, *done) if done else root
-
-
 class RootSteps:
-    """Checks and applies root-phase steps from inside the container's namespaces."""
+    """Checks and applies root-phase steps from inside the container's namespaces. A check
+    reads paths; every change goes through descriptors of the root (inroot.InRoot), so a
+    symlink swapped in meanwhile cannot take it onto the host."""
 
     def __init__(self, root, steps=()):
         self.root = root
+        self.inroot = InRoot(root)
         self.mounts = mountinfo.read()
         self._above = layers_above(list(steps))
+
+    def close(self):
+        self.inroot.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
     def own_mount(self, step, point):
         """The live mount of `step` at `point` (see layers_above), or None: the top one when
@@ -105,10 +84,21 @@ class RootSteps:
         self.mounts = mountinfo.read()
 
     def target(self, step):
-        path = step.get("target") or step.get("path")
-        return resolve_in_root(self.root, path, nofollow=step.get("no_symlinks", False))
+        return self.inroot.resolve(_point_of(step), nofollow=step.get("no_symlinks", False))
 
-    # -- mount_rootfs --------------------------------------------------------------
+    def _reopen(self, step, below=""):
+        """A function giving a fresh descriptor of the step's target (or of `below` in it):
+        after a mount there, the mount's root."""
+        path = _point_of(step) + below
+        return lambda: self.inroot.open(path, nofollow=step.get("no_symlinks", False))
+
+    def entry(self, path):
+        """The host path of the entry `path` names: its directory resolved in the root, its
+        last name not followed (a device node or a /dev link replaces a symlink there)."""
+        head, name = os.path.split(path.rstrip("/"))
+        return os.path.join(self.inroot.resolve(head or "/"), name)
+
+    # -- mount_rootfs (the root is ours: a path under the run dir) -----------------
     def check_mount_rootfs(self, step):
         top = self.own_mount(step, self.root)
         if step["kind"] == "overlay":
@@ -134,11 +124,10 @@ class RootSteps:
         return top["fstype"] == step["fstype"]
 
     def do_mount(self, step):
-        target = self.target(step)
-        _make_mount_point(target, step["create"], step["source"])
+        target = self.inroot.make_mount_point(_point_of(step), step["create"], step["source"],
+                                              nofollow=step["no_symlinks"])
         fstype = "none" if step["fstype"] == "bind" else step["fstype"]
-        run(["mount", "--no-canonicalize", "-t", fstype, "-o", mountopts.option_string(step["options"]),
-             step["source"], target])
+        _mount(step["options"], MountSource(step["source"]), target, self._reopen(step), fstype)
 
     # -- remount_readonly: read-only once everything below exists (finalizeRootfs) ----
     def check_remount_readonly(self, step):
@@ -146,7 +135,7 @@ class RootSteps:
         return top is not None and _has_flags(top, step["options"])
 
     def do_remount_readonly(self, step):
-        run(["mount", "--no-canonicalize", "-o", mountopts.option_string(step["options"]), self.target(step)])
+        _mount(step["options"], None, self._reopen(step)(), None)
 
     # -- cgroup --------------------------------------------------------------------
     def check_cgroup(self, step):
@@ -154,30 +143,29 @@ class RootSteps:
         return top is not None and top["fstype"] in ("cgroup2", "tmpfs")
 
     def do_cgroup(self, step):
-        target = self.target(step)
-        _make_mount_point(target, "dir", None)
+        target = self.inroot.make_mount_point(step["target"], "dir", None, nofollow=step.get("no_symlinks", False))
         options = step["options"]
         if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
-            run(["mount", "-t", "cgroup2", "-o", mountopts.option_string(options), "cgroup2", target])
+            _mount(options, MountSource("cgroup2"), target, self._reopen(step), "cgroup2")
             return
-        run(["mount", "-t", "tmpfs", "-o", mountopts.option_string(step["v1_tmpfs_options"]), "tmpfs", target])
+        _mount(step["v1_tmpfs_options"], MountSource("tmpfs"), target, self._reopen(step), "tmpfs")
         mounts = mountinfo.read()
         for controllers, path in _v1_hierarchies():
-            where = os.path.join(target, controllers.replace("name=", ""))
-            os.mkdir(where, 0o755)
+            name = controllers.replace("name=", "")
+            where = self.inroot.make_dir(step["target"] + "/" + name, nofollow=True)
+            reopen = self._reopen(step, "/" + name)
             if step["cgroupns"]:
-                run(["mount", "-t", "cgroup", "-o", ",".join(mountopts.words(options) + [controllers]),
-                     "cgroup", where])
+                _mount(mountopts.parse(mountopts.words(options) + [controllers]), MountSource("cgroup"),
+                       where, reopen, "cgroup")
             else:
-                source = _v1_bind_source(mounts, controllers.replace("name=", ""), path)
-                run(["mount", "-o", mountopts.option_string(step["v1_bind_options"]), source, where])
+                _mount(step["v1_bind_options"], MountSource(_v1_bind_source(mounts, name, path)), where, reopen)
         if step["v1_tmpfs_remount"]:
-            run(["mount", "-o", mountopts.option_string(step["v1_tmpfs_remount"]), target])
+            _mount(step["v1_tmpfs_remount"], None, self._reopen(step)(), None)
 
     # -- devices -------------------------------------------------------------------
     def check_mknod(self, step):
         try:
-            st = os.lstat(self.target(step))
+            st = os.lstat(self.entry(step["path"]))
         except OSError:
             return False
         kind = {"c": stat.S_ISCHR, "b": stat.S_ISBLK, "p": stat.S_ISFIFO}[step["type"]]
@@ -186,29 +174,31 @@ class RootSteps:
                  (step["major"], step["minor"])) and (st.st_uid, st.st_gid) == (step["uid"], step["gid"]))
 
     def do_mknod(self, step):
-        path = self.target(step)
-        if os.path.lexists(path):
-            os.unlink(path)
-        parent = os.path.dirname(path)
-        if not os.path.isdir(parent):
-            os.makedirs(parent, 0o755)
+        """Make the node by name in its directory's descriptor, then reopen it O_NOFOLLOW and
+        change its owner and mode through that descriptor only if it is the node made."""
+        parent, name = self.inroot.parent_of(step["path"])
+        _unlink_entry(parent, name)
         kind = {"c": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}[step["type"]]
-        os.mknod(path, kind | 0o600, os.makedev(step["major"], step["minor"]))
-        os.lchown(path, step["uid"], step["gid"])
-        os.chmod(path, int(step["mode"], 8))  # after chown, and not subject to the umask
+        rdev = os.makedev(step["major"], step["minor"])
+        os.mknod(name, kind | 0o600, rdev, dir_fd=parent)
+        node = self.inroot.open_entry(parent, name)
+        st = os.fstat(node)
+        if stat.S_IFMT(st.st_mode) != kind or (kind != stat.S_IFIFO and st.st_rdev != rdev):
+            raise ApplyError("%s changed right after it was made; refusing to change its owner and mode"
+                             % step["path"])
+        os.chown(inroot.fd_path(node), step["uid"], step["gid"])
+        os.chmod(inroot.fd_path(node), int(step["mode"], 8))  # after chown, and not subject to the umask
 
     def check_symlink(self, step):
-        path = os.path.join(self.root, step["path"].lstrip("/"))
         if step["if_exists"] and not os.path.exists(step["if_exists"]):
             return True
+        path = self.entry(step["path"])
         return os.path.islink(path) and os.readlink(path) == step["link_to"]
 
     def do_symlink(self, step):
-        path = os.path.join(resolve_in_root(self.root, os.path.dirname(step["path"])),
-                            os.path.basename(step["path"]))
-        if os.path.lexists(path):
-            os.unlink(path)
-        os.symlink(step["link_to"], path)
+        parent, name = self.inroot.parent_of(step["path"])
+        _unlink_entry(parent, name)
+        os.symlink(step["link_to"], name, dir_fd=parent)
 
     # -- hostname ------------------------------------------------------------------
     def check_hostname(self, step):
@@ -224,7 +214,7 @@ class RootSteps:
         return os.path.isdir(self.target(step))
 
     def do_workdir(self, step):
-        os.makedirs(self.target(step), 0o755, exist_ok=True)  # (or made meanwhile: a shared root)
+        self.inroot.make_dir(step["path"])  # (or made meanwhile: a shared root)
 
     # the mount point of a mount made at start (/proc): a directory made the same way
     check_mount_point = check_workdir
@@ -240,11 +230,11 @@ class RootSteps:
         # A bind remount sets exactly the flags it is given: the plan's options keep the
         # nosuid, nodev and noexec of the filesystem the path lies on when it knows them;
         # else (keep_live_flags) they come from the live mount table, as runc's statfs.
-        target = self.target(step)
+        target = self._reopen(step)()
         options = step["options"]
         if step["keep_live_flags"]:
-            options = mountopts.with_flags(options, *lies_on_flags(self.mounts, target))
-        run(["mount", "--no-canonicalize", "-o", mountopts.option_string(options), target, target])
+            options = mountopts.with_flags(options, *lies_on_flags(self.mounts, self.target(step)))
+        _mount(options, MountSource(fd=target), target, self._reopen(step))
 
     def check_mask_path(self, step):
         target = self.target(step)
@@ -257,17 +247,16 @@ class RootSteps:
         return top is not None and stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(1, 3)
 
     def do_mask_path(self, step):
-        target = self.target(step)
-        if os.path.isdir(target):
-            run(["mount", "--no-canonicalize", "-t", "tmpfs", "-o", mountopts.option_string(step["options"]),
-                 "tmpfs", target])
-        else:
-            null = resolve_in_root(self.root, "/dev/null", nofollow=True)
-            st = os.lstat(null)
-            if not stat.S_ISCHR(st.st_mode) or st.st_rdev != os.makedev(1, 3):
-                raise ApplyError("/dev/null in the container is not the null device (char 1:3); "
-                                 "refusing to mask with it", step=step["path"])
-            run(["mount", "--no-canonicalize", "-o", mountopts.option_string(step["file_options"]), null, target])
+        target = self._reopen(step)()
+        if stat.S_ISDIR(os.fstat(target).st_mode):
+            _mount(step["options"], MountSource("tmpfs"), target, self._reopen(step), "tmpfs")
+            return
+        null = self.inroot.open("/dev/null", nofollow=True)
+        st = os.fstat(null)
+        if not stat.S_ISCHR(st.st_mode) or st.st_rdev != os.makedev(1, 3):
+            raise ApplyError("/dev/null in the container is not the null device (char 1:3); "
+                             "refusing to mask with it", step=step["path"])
+        _mount(step["file_options"], MountSource(fd=null), target, self._reopen(step))
 
     # -- read-only root ------------------------------------------------------------
     def check_remount_root_readonly(self, step):
@@ -276,6 +265,52 @@ class RootSteps:
 
     def do_remount_root_readonly(self, step):
         run(["mount", "--no-canonicalize", "-o", mountopts.option_string(step["options"]), self.root])
+
+
+class MountSource:
+    """What a mount comes from: a name or host path given as it is (proc, tmpfs, a volume's
+    host directory), or a descriptor from the root (a path bound onto itself, /dev/null)."""
+
+    def __init__(self, name=None, fd=None):
+        self.name, self.fd = name, fd
+
+    def argument(self):
+        return inroot.fd_path(self.fd) if self.fd is not None else self.name
+
+    def fds(self):
+        return [self.fd] if self.fd is not None else []
+
+
+def _mount(typed, source, target, reopen, fstype=None):
+    """Mount onto the descriptor `target`, one mount(2) call at a time (mountopts.calls).
+    Each follow-up acts on a descriptor reopen() gives after the call before it, which must
+    lie on another mount than `target`: the one just made (never the mount below it)."""
+    below = inroot.mount_id(target)
+    for i, call in enumerate(mountopts.calls(typed)):
+        cmd = ["mount", "--no-canonicalize"] + (["-t", fstype] if fstype and i == 0 else [])
+        if call["propagation"]:  # (alone in its call; `-o` with no source would look in fstab)
+            cmd.append("--make-" + call["propagation"])
+        else:
+            cmd += ["-o", mountopts.option_string(call)]
+        fds = [target]
+        if i == 0 and source is not None:
+            cmd.append(source.argument())
+            fds = sorted(set(fds + source.fds()))
+        elif i > 0:
+            target = reopen()
+            if inroot.mount_id(target) == below:
+                raise ApplyError("the mount point changed while it was mounted on")
+            fds = [target]
+        run(cmd + [inroot.fd_path(target)], fds=fds)
+
+
+def _unlink_entry(parent, name):
+    """Remove what is at `name` in the directory `parent` (a file, node or link; never a
+    directory's contents), so that a new entry can be made there."""
+    try:
+        os.unlink(name, dir_fd=parent)
+    except FileNotFoundError:
+        pass
 
 
 def _has_flags(entry, options):
@@ -312,39 +347,6 @@ def _same_file(a, b):
     except OSError:
         return False
     return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
-
-
-# Twin of the script's make_target (tests/system/test_twins.py).
-def _make_mount_point(target, create, source):
-    """A directory, or an empty file for a bind of a file; never through a symlink, and
-    never a directory where a file is or a file where a directory is. Another set-up on the
-    same root (containers sharing a plain rootfs) may make it at the same time: what it
-    made is taken, as the script's mkdir -p and `: >>` take it."""
-    if create == "match_source":
-        if not os.path.exists(source):
-            raise ApplyError("bind source %s does not exist" % source)
-        create = "dir" if os.path.isdir(source) else "file"
-    if os.path.islink(target):
-        raise ApplyError("mount point %s is a symlink" % target)
-    if create == "dir":
-        if os.path.exists(target) and not os.path.isdir(target):
-            raise ApplyError("mount point %s is not a directory, but the source is one" % target)
-        if not os.path.isdir(target):
-            os.makedirs(target, 0o755, exist_ok=True)
-    elif os.path.isdir(target):
-        raise ApplyError("mount point %s is a directory, but the source is a file" % target)
-    elif not os.path.exists(target):
-        parent = os.path.dirname(target)
-        if not os.path.isdir(parent):
-            os.makedirs(parent, 0o755, exist_ok=True)
-        try:
-            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644))
-        except FileExistsError:
-            if os.path.isdir(target):
-                raise ApplyError("mount point %s appeared meanwhile as a directory, but the source "
-                                 "is a file" % target)
-    if os.path.islink(target):
-        raise ApplyError("mount point %s appeared meanwhile as a symlink" % target)
 
 
 # Twin of the script's cgroup_bind_source (tests/system/test_twins.py).

@@ -159,3 +159,21 @@ def unshare_propagation(word):
     """unshare(1) --propagation takes slave, shared, private or unchanged and always acts
     recursively: the word for a recursive propagation word of the plan."""
     return word[1:] if word.startswith("r") else word
+
+
+def calls(typed):
+    """The typed form as the mount(2) calls mount(8) makes of it, in order: the mount itself
+    (a bind carries no flags: the kernel ignores them on a new bind); then, when there are
+    any, a bind remount with the flags and recursive attributes; then the propagation. An
+    applier that mounts through a descriptor makes each follow-up call on a descriptor
+    opened after the mount before it (one opened before still names the mount below)."""
+    if typed.get("bind") and "remount" not in typed["set"]:
+        out = [dict(empty(), bind=typed["bind"])]
+        if typed["set"] or typed["clear"] or typed["recursive"]:
+            out.append(dict(empty(), bind="bind", set=["remount"] + typed["set"], clear=list(typed["clear"]),
+                            recursive=list(typed["recursive"])))
+    else:
+        out = [dict(copy_of(typed), propagation=None)]
+    if typed["propagation"]:
+        out.append(dict(empty(), propagation=typed["propagation"]))
+    return out

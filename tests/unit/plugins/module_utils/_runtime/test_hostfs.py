@@ -8,7 +8,7 @@ import pytest
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._errors import ContainerfsError
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._plan.plan import build_plan, describe_step
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import host_steps
-from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import root_steps
+from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime import inroot
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime.errors import ApplyError
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.errors import SpecError
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.validate import load_spec
@@ -141,7 +141,7 @@ def test_a_symlink_refused_on_the_way_is_named_in_the_message(tmp_path):
     root = str(tmp_path)
     os.symlink("/", os.path.join(root, "proc"))
     with pytest.raises(ApplyError) as exc:
-        root_steps.resolve_in_root(root, "/proc/sys", nofollow=True)
+        inroot.resolve_in_root(root, "/proc/sys", nofollow=True)
     assert str(exc.value) == "/proc/sys: /proc is a symlink; refusing to mount through it"
 
 
