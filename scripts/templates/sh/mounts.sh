@@ -45,7 +45,7 @@ fstab_line() {
     printf '%s %s %s %s 0 0\n' "$_source" "$_target" "$_fstype" "$ESCAPED" >> "$CFS_FSTAB"
 }
 
-# Twin of the applier's _make_mount_point (tests/system/test_twins.py).
+# Twin of the applier's InRoot.make_mount_point (tests/system/test_twins.py).
 # make_target CREATE SOURCE: make sure the mount point $RESOLVED exists: a directory, a
 # file, or whichever matches the bind source. Sets MKDIR_OPTION for a missing directory.
 # Under a filesystem mounted earlier in the same batch (RESOLVED_FRESH) what is there now
