@@ -9,7 +9,6 @@ The links are absolute host paths (a runtime that follows them as the host sees 
 on the host) or climb with '..' past the root."""
 import os
 import shutil
-import stat
 import subprocess
 
 import pytest
@@ -19,6 +18,7 @@ from ansible_collections.fromscratch.containerfs.plugins.module_utils._runtime.e
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._plan.plan import build_plan
 from ansible_collections.fromscratch.containerfs.plugins.module_utils._spec.validate import load_spec
 from tests.lib import mountinfo
+from tests.lib import oci_fixtures as fx
 
 CLIMB = "../../../../../../../../../../.."
 
@@ -44,23 +44,12 @@ SHAPES = {
 
 @pytest.fixture
 def victim(tmp_path):
-    """A host directory with a 0600 file, and a way to see whether anything changed it."""
+    """A host directory with a 0600 file (fx.snapshot tells whether anything changed it)."""
     path = tmp_path / "victim"
     path.mkdir()
     (path / "precious").write_text("precious")
     os.chmod(str(path / "precious"), 0o600)
     return str(path)
-
-
-def state_of(victim):
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(victim):
-        for name in dirnames + filenames:
-            st = os.lstat(os.path.join(dirpath, name))
-            out[os.path.relpath(os.path.join(dirpath, name), victim)] = (st.st_mode, st.st_uid, st.st_size)
-    with open(os.path.join(victim, "precious")) as f:
-        out["content"] = f.read()
-    return out
 
 
 def hostile_rootfs(copy_rootfs, victim, links):
@@ -88,7 +77,7 @@ def fields_for(shape, tmp_path):
 @pytest.mark.parametrize("shape", sorted(SHAPES))
 def test_the_script_fails_closed_or_stays_in_the_root(make_container, copy_rootfs, tmp_path, victim, shape):
     links, _fields, refusal, _applier_refuses = SHAPES[shape]
-    before = state_of(victim)
+    before = fx.snapshot(victim)
     rootfs = hostile_rootfs(copy_rootfs, victim, links)
     fields = dict({"process": {"args": ["true"]}}, **fields_for(shape, tmp_path))
     result = make_container(rootfs={"path": rootfs}, **fields).run()
@@ -96,13 +85,13 @@ def test_the_script_fails_closed_or_stays_in_the_root(make_container, copy_rootf
         assert result.rc == 0, result
     else:
         assert result.rc != 0 and refusal in result.stderr, result
-    assert state_of(victim) == before
+    assert fx.snapshot(victim) == before
 
 
 @pytest.mark.parametrize("shape", sorted(SHAPES))
 def test_the_applier_fails_closed_or_stays_in_the_root(copy_rootfs, tmp_path, victim, shape):
     links, _fields, _refusal, refuses = SHAPES[shape]
-    before = state_of(victim)
+    before = fx.snapshot(victim)
     rootfs = hostile_rootfs(copy_rootfs, victim, links)
     spec = dict(fields_for(shape, tmp_path), name="cfs-test", hostname="cfs-test", rootfs={"path": rootfs},
                 state_dir=str(tmp_path / "state"), run_dir=str(tmp_path / "run"))
@@ -120,7 +109,6 @@ def test_the_applier_fails_closed_or_stays_in_the_root(copy_rootfs, tmp_path, vi
             strays = [m.mount_point for m in mountinfo.parse(table)
                       if m.mount_point.startswith(str(tmp_path)) and not m.mount_point.startswith(ours)]
             assert strays == [], "mounts outside the container's directories"
-        assert state_of(victim) == before
+        assert fx.snapshot(victim) == before
     finally:
         applier.remove()
-    assert stat.S_IMODE(os.stat(os.path.join(victim, "precious")).st_mode) == 0o600
