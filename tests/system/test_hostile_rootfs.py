@@ -27,8 +27,7 @@ CLIMB = "../../../../../../../../../../.."
 SHAPES = {
     "proc": ({"proc": "VICTIM"}, {}, "/proc is a symlink; refusing to mount through it", False),
     "sys": ({"sys": "VICTIM"}, {}, "/sys is a symlink; refusing to mount through it", True),
-    # the applier follows /dev in the root as runc does; the script refuses it for its nodes
-    "dev": ({"dev": "VICTIM"}, {}, "/dev is a symlink; refusing to mount through it", False),
+    "dev": ({"dev": "VICTIM"}, {}, "/dev is a symlink; refusing to mount through it", True),
     "etc": ({"etc": "VICTIM"}, {}, None, False),
     "etc-hosts": ({"etc/hosts": "VICTIM/precious"}, {}, None, False),
     "etc-hostname-climbing": ({"etc/hostname": CLIMB + "VICTIM/precious"}, {}, None, False),

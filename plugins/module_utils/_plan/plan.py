@@ -250,8 +250,9 @@ def _mount_step(mount):
     return _step("mount", "root", why, fstype=fstype, source=mount["source"],
                  target=mount["target"], options=mountopts.parse(mount["options"]),
                  # proc and sysfs go on a real directory only, never through a symlink
-                 # (CVE-2019-19921, CVE-2023-27561).
-                 no_symlinks=fstype in ("proc", "sysfs"),
+                 # (CVE-2019-19921, CVE-2023-27561); so does /dev, where the device nodes,
+                 # the /dev links and devpts follow (runc follows it in the root).
+                 no_symlinks=fstype in ("proc", "sysfs") or mount["target"] == "/dev",
                  create="match_source" if bind else "dir", readonly_later=False,
                  at_start=fstype == "proc")
 

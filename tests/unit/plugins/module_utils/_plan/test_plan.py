@@ -52,8 +52,8 @@ def test_runc_default_options_reach_the_plan():
     assert mountopts.words(by_target["/dev"]["options"]) == ["nosuid", "strictatime", "mode=755", "size=65536k"]
     assert by_target["/dev"]["options"]["data"] == ["mode=755", "size=65536k"]
     assert mountopts.words(by_target["/sys"]["options"]) == ["nosuid", "noexec", "nodev", "ro"]
-    assert by_target["/proc"]["no_symlinks"] and by_target["/sys"]["no_symlinks"]
-    assert not by_target["/dev"]["no_symlinks"]
+    assert by_target["/proc"]["no_symlinks"] and by_target["/sys"]["no_symlinks"] and by_target["/dev"]["no_symlinks"]
+    assert not by_target["/dev/shm"]["no_symlinks"]
 
 
 def test_volume_options():
