@@ -287,21 +287,19 @@ def _mount(typed, source, target, reopen, fstype=None):
     lie on another mount than `target`: the one just made (never the mount below it)."""
     below = inroot.mount_id(target)
     for i, call in enumerate(mountopts.calls(typed)):
-        cmd = ["mount", "--no-canonicalize"] + (["-t", fstype] if fstype and i == 0 else [])
-        if call["propagation"]:  # (alone in its call; `-o` with no source would look in fstab)
-            cmd.append("--make-" + call["propagation"])
-        else:
-            cmd += ["-o", mountopts.option_string(call)]
-        fds = [target]
-        if i == 0 and source is not None:
-            cmd.append(source.argument())
-            fds = sorted(set(fds + source.fds()))
-        elif i > 0:
+        first = i == 0
+        if not first:
             target = reopen()
             if inroot.mount_id(target) == below:
                 raise ApplyError("the mount point changed while it was mounted on")
-            fds = [target]
-        run(cmd + [inroot.fd_path(target)], fds=fds)
+        cmd = ["mount", "--no-canonicalize"] + (["-t", fstype] if first and fstype else [])
+        # (a propagation change is a call of its own: `-o` without a source looks in fstab)
+        cmd += ["--make-" + call["propagation"]] if call["propagation"] else ["-o", mountopts.option_string(call)]
+        fds = {target}
+        if first and source is not None:
+            cmd.append(source.argument())
+            fds.update(source.fds())
+        run(cmd + [inroot.fd_path(target)], fds=sorted(fds))
 
 
 def _unlink_entry(parent, name):

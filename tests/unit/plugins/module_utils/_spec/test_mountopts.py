@@ -41,3 +41,19 @@ def test_flag_helpers_copy_and_keep_the_original():
 @pytest.mark.parametrize("word,unshare", [("rslave", "slave"), ("rprivate", "private"), ("shared", "shared")])
 def test_unshare_propagation(word, unshare):
     assert mountopts.unshare_propagation(word) == unshare
+
+
+@pytest.mark.parametrize("words, calls", [
+    (["rbind"], ["rbind"]),
+    (["rbind", "ro", "nosuid", "rprivate"], ["rbind", "bind,remount,ro,nosuid", "rprivate"]),
+    (["bind", "rw", "rro"], ["bind", "bind,remount,rw,rro"]),
+    (["nosuid", "size=1m", "rslave"], ["nosuid,size=1m", "rslave"]),
+    (["bind", "remount", "ro"], ["bind,remount,ro"]),
+    ([], ["defaults"]),
+])
+def test_calls_split_what_mount8_does_in_several_system_calls(words, calls):
+    """A bind's flags need a remount after it, and a propagation change a call of its own:
+    the applier makes each on a descriptor opened after the call before."""
+    typed = mountopts.parse(words)
+    assert [mountopts.option_string(c) for c in mountopts.calls(typed)] == calls
+    assert mountopts.parse(words) == typed, "calls() changed its argument"
