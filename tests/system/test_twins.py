@@ -1,7 +1,7 @@
 """Twins: the algorithms the script (shell) and the applier (Python) each carry by design,
 answered on one table of cases each, and required to answer identically:
 
-  target_in_root    <-> inroot.resolve_in_root       (in-root path resolution)
+  target_in_root    <-> InRoot.resolve               (in-root path resolution)
   make_target       <-> InRoot.make_mount_point      (mount-point creation)
   inherited_flags   <-> _applier.lies_on_flags       (the flags of the mount a path lies on)
   live_pid          <-> process.live_pid             (the liveness rule: pid and start ticks)
@@ -92,7 +92,8 @@ def tree(tmp_path):
 
 def python_resolve(root, path, nofollow):
     try:
-        return "OK " + _inroot.resolve_in_root(root, path, nofollow=nofollow)
+        with _inroot.InRoot(root) as inroot:
+            return "OK " + inroot.resolve(path, nofollow=nofollow)
     except _inroot.ApplyError:
         return "ERROR"
 

@@ -132,7 +132,8 @@ class InRoot:
 
     def resolve(self, path, nofollow=False):
         """The host path `path` in the root resolves to (what exists of it followed, the rest
-        appended): never outside the root."""
+        appended): never outside the root. Twin of the script's target_in_root
+        (tests/system/test_twins.py)."""
         walk = self.walk(path, nofollow)
         os.close(walk.fd)
         return walk.path
@@ -249,10 +250,3 @@ class InRoot:
         if name in ("", ".", ".."):
             raise ApplyError("%s names no entry to make" % path)
         return self.make_dir(head or "/"), name
-
-
-def resolve_in_root(root, path, nofollow=False):
-    """Join `path` to `root` as InRoot.walk resolves it: the result never leaves root.
-    Twin of the script's target_in_root (tests/system/test_twins.py)."""
-    with InRoot(root) as inroot:
-        return inroot.resolve(path, nofollow)

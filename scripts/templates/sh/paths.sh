@@ -28,7 +28,7 @@ canonical_paths() {
     cd -- "$_caller_dir" || cd /
 }
 
-# Twin of the applier's inroot.resolve_in_root (tests/system/test_twins.py).
+# Twin of the applier's InRoot.resolve (tests/system/test_twins.py).
 # target_in_root PATH [nofollow]: set RESOLVED to PATH under the container root, following
 # symlinks as if the root were / (an absolute link restarts at the root, '..' stops at it),
 # so no target can land outside the root (runc's SecureJoin). With nofollow, any symlink

@@ -141,7 +141,7 @@ def test_a_symlink_refused_on_the_way_is_named_in_the_message(tmp_path):
     root = str(tmp_path)
     os.symlink("/", os.path.join(root, "proc"))
     with pytest.raises(ApplyError) as exc:
-        inroot.resolve_in_root(root, "/proc/sys", nofollow=True)
+        inroot.InRoot(root).resolve("/proc/sys", nofollow=True)
     assert str(exc.value) == "/proc/sys: /proc is a symlink; refusing to mount through it"
 
 
