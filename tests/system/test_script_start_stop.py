@@ -264,3 +264,28 @@ def test_start_from_a_rootfs_without_proc_under_a_read_only_root(kept, copy_root
     look = container.sh("exec", "cat", "/proc/1/cmdline")
     assert look.returncode == 0 and look.stdout.startswith("sh\0-c\0"), look.stderr
     down(container)
+
+
+# A process of the container that swaps a directory and a symlink to a host directory at
+# one path, as fast as it can (no rename swaps a directory with a symlink: each round has a
+# moment with nothing there).
+CWD_RACER = ("mkdir /scratch/work; while :; do mv /scratch/work /scratch/work.d; ln -s %s /scratch/work;"
+             " rm /scratch/work; mv /scratch/work.d /scratch/work; done")
+
+
+def test_exec_cwd_raced_by_the_container_never_lands_on_the_host(kept, tmp_path):
+    """CVE-2024-21626's `exec --cwd`: the working directory is opened after the chroot
+    (nsenter --wdns), so a symlink swapped in meanwhile resolves in the container's root.
+    Opened in the host's view of /proc/PID/root (nsenter --wd), some execs of 40 ran in the
+    host directory (8 of 60 when measured)."""
+    host = tmp_path / "host-dir"
+    host.mkdir()
+    (host / "host-only").write_text("x")
+    container = kept(process={"args": ["sh", "-c", CWD_RACER % host], "env": ["PATH=/bin:/usr/bin"]},
+                     volumes=[{"type": "tmpfs", "target": "/scratch"}])
+    started(container)
+    outputs = [container.sh("exec", "--cwd", "/scratch/work", "--", "sh", "-c", "pwd -P; ls").stdout
+               for _attempt in range(40)]
+    down(container)
+    assert not [out for out in outputs if "host-only" in out], "an exec ran in the host's directory"
+    assert "/scratch/work\n" in outputs or "/scratch/work.d\n" in outputs, "no exec ran in the directory"

@@ -426,8 +426,8 @@ cmd_exec() {
     if [ -n "$LIVE" ]; then
         # NAME=VALUE..., then nsenter and its options, then CMD
         exec_user "${CFS_EXEC_USER:-$CFS_SPEC_USER}"
-        exec_dir "$LIVE" "${CFS_EXEC_CWD:-}"
-        set -- "$@" "$T_nsenter" --target "$LIVE" --mount --uts --ipc --net --pid --cgroup --root --wd="$RESOLVED"
+        exec_dir "$LIVE" "${CFS_EXEC_CWD:-$CFS_SPEC_CWD}"
+        set -- "$@" "$T_nsenter" --target "$LIVE" --mount --uts --ipc --net --pid --cgroup --root "$EXEC_DIR_OPTION"
         [ "$EXEC_UID:$EXEC_GID" = 0:0 ] || set -- "$@" --setuid "$EXEC_UID" --setgid "$EXEC_GID"
         set -- "$@" --
         while [ "$_count" -gt 0 ]; do
@@ -483,11 +483,23 @@ exec_user() {
     number_option --user "$EXEC_GID"
 }
 
-# exec_dir PID DIR: RESOLVED, DIR (the spec's cwd when empty) in the root of PID as the
-# host reaches it (/proc/PID/root), its symlinks followed inside that root only.
+# exec_dir PID DIR: EXEC_DIR_OPTION, nsenter's option for the working directory DIR in the
+# root of the running container PID. --wdns (util-linux 2.38) opens DIR after the chroot,
+# so the kernel resolves it in the container's root: a process there that swaps a component
+# for a symlink meanwhile cannot give the command a working directory on the host
+# (CVE-2024-21626's `exec --cwd`). An older nsenter opens --wd before it, in the host's
+# view of /proc/PID/root: DIR is resolved in that root first (target_in_root), which
+# leaves that swap open (docs/container-script.md).
 exec_dir() {
-    _saved_root=$CFS_ROOT
-    CFS_ROOT=/proc/$1/root
-    target_in_root "${2:-$CFS_SPEC_CWD}"
-    CFS_ROOT=$_saved_root
+    _nsenter_help=$("$T_nsenter" --help 2>&1) || true
+    case $_nsenter_help in
+        *--wdns*) EXEC_DIR_OPTION=--wdns=$2 ;;
+        *)
+            _saved_root=$CFS_ROOT
+            CFS_ROOT=/proc/$1/root
+            target_in_root "$2"
+            CFS_ROOT=$_saved_root
+            EXEC_DIR_OPTION=--wd=$RESOLVED
+            ;;
+    esac
 }
