@@ -45,7 +45,12 @@ options:
         (shell quoting rules, no shell).
     type: str
   chdir:
-    description: The directory inside the container to run the command in (absolute).
+    description:
+      - The directory inside the container to run the command in (absolute).
+      - In a running container it is opened after entering the container's root (C(nsenter --wdns), util-linux 2.38
+        or later), so its symlinks resolve inside that root even when a process of the container changes them meanwhile.
+        With an older C(nsenter) it is resolved in the root first and opened from the host's view of it; there, name
+        only directories that no process of the container can write to.
     type: str
   env:
     description:
