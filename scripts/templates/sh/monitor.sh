@@ -489,7 +489,7 @@ exec_user() {
 # for a symlink meanwhile cannot give the command a working directory on the host
 # (CVE-2024-21626's `exec --cwd`). An older nsenter opens --wd before it, in the host's
 # view of /proc/PID/root: DIR is resolved in that root first (target_in_root), which
-# leaves that swap open (docs/container-script.md).
+# leaves that swap open (docs/lifecycle.md).
 exec_dir() {
     _nsenter_help=$("$T_nsenter" --help 2>&1) || true
     case $_nsenter_help in
