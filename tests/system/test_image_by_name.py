@@ -171,6 +171,26 @@ def test_absent_removes_only_its_own_layers_and_prune_the_orphans_of_a_container
     assert os.listdir(os.path.join(store, "layers/sha256")) == []
 
 
+def test_a_stored_directory_image_knows_its_containers(tmp_path):
+    """An image of format dir (a rootfs directory used as it is) has no layers to keep; the
+    container still writes a reference naming it, so image_info lists the container and
+    absent refuses the image without force, as for a layered one."""
+    root = fx.busybox_tree(str(tmp_path / "tree"))
+    os.chmod(root, 0o755)
+    store = str(tmp_path / "state")
+    res = run_playbook(tmp_path, [image(store, name="plain", source=root, format="dir"),
+                                  container("box", store, tmp_path, image={"name": "plain"}),
+                                  info(store, name=["plain"]),
+                                  failing(image(store, name="plain", state="absent"))], expect_failure=True)
+    with open(os.path.join(store, "containers", "box", "image.json")) as f:
+        assert json.load(f) == {"image": "plain", "layers": []}
+    assert [(i["name"], i["containers"]) for i in res[2]["images"]] == [("plain", ["box"])]
+    assert res[3]["failed"] and "used by container(s) box" in res[3]["msg"], res[3]
+    res = run_playbook(tmp_path, [container("box", store, tmp_path, state="absent", spec=False),
+                                  image(store, name="plain", state="absent")])
+    assert res[1]["changed"] and os.path.isdir(root), "the directory is the user's: it stays"
+
+
 def test_unchanged_source_is_not_hashed_again_a_changed_one_is(tmp_path):
     root = fx.busybox_tree(str(tmp_path / "tree"))
     os.chmod(root, 0o755)

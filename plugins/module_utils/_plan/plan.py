@@ -105,20 +105,18 @@ def _in_proc(path):
 def _image_layers(spec, paths):
     """Image layers, verified and unpacked once into the shared store (bottom first)."""
     image = spec["rootfs"]["image"]
-    if image is None or image["resolved"].get("rootfs"):
+    if image is None:
         return []
     resolved = image["resolved"]
+    if resolved.get("rootfs"):
+        # a directory used as it is (format dir): nothing to unpack; a stored one by name
+        # gets a reference all the same, so that the store sees its user (image_info's
+        # containers, absent refused without force)
+        return _image_reference(paths, {"image": image["name"], "layers": []}) if image.get("name") else []
     # The reference first: the store's garbage collection keeps the layers a container
     # lists (its own containers/<name>/image.json, or a file in <store>/refs/ for a store
     # of its own), so a collection running while these layers unpack cannot take them.
-    steps = []
-    if os.path.dirname(paths["image_ref"]) != paths["state"]:
-        steps.append(_step("make_dir", "host", "references into a store of its own",
-                           path=os.path.dirname(paths["image_ref"]), mode="0755"))
-    steps.append(_step("write_file", "host", "the layers this container uses (kept by the "
-                       "store's garbage collection)", path=paths["image_ref"],
-                       content=json.dumps({"layers": [l["diff_id"] for l in resolved["layers"]]},
-                                          sort_keys=True) + "\n", mode="0644"))
+    steps = _image_reference(paths, {"layers": [layer["diff_id"] for layer in resolved["layers"]]})
     # how to reach a registry source (auth file, CA, TLS; no credentials) and the budgets of
     # the unpacking (_image.budget), when the spec gives them
     options = dict((key, dict(image[key])) for key in ("registry", "limits") if image.get(key))
@@ -130,6 +128,19 @@ def _image_layers(spec, paths):
             diff_id=layer["diff_id"], compression=layer["compression"] or "",
             media_type=layer.get("media_type"), dest=layer_dir(image["store"], layer["diff_id"]),
             **options))
+    return steps
+
+
+def _image_reference(paths, data):
+    """The steps writing the container's reference into the image store (`data`: the layers it
+    uses, and the name of a stored image it uses)."""
+    steps = []
+    if os.path.dirname(paths["image_ref"]) != paths["state"]:
+        steps.append(_step("make_dir", "host", "references into a store of its own",
+                           path=os.path.dirname(paths["image_ref"]), mode="0755"))
+    steps.append(_step("write_file", "host", "what this container uses of the image store (kept by "
+                       "its garbage collection; image_info lists the container)", path=paths["image_ref"],
+                       content=json.dumps(data, sort_keys=True) + "\n", mode="0644"))
     return steps
 
 
