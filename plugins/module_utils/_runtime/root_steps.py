@@ -28,6 +28,11 @@ NEW_LAYER_KINDS = ("mount_rootfs", "mount", "cgroup", "readonly_path", "mask_pat
 REMOUNT_KINDS = ("remount_readonly", "remount_root_readonly")
 
 
+def _nofollow(step):
+    """Whether the step's target may lie behind no symlink at all (proc, sysfs, /dev)."""
+    return step.get("no_symlinks", False)
+
+
 def _point_of(step):
     """The container path a mounting step mounts on (the root: "/")."""
     if step["op"] in ("mount_rootfs", "remount_root_readonly"):
@@ -84,13 +89,16 @@ class RootSteps:
         self.mounts = mountinfo.read()
 
     def target(self, step):
-        return self.inroot.resolve(_point_of(step), nofollow=step.get("no_symlinks", False))
+        return self.inroot.resolve(_point_of(step), nofollow=_nofollow(step))
 
     def _reopen(self, step, below=""):
         """A function giving a fresh descriptor of the step's target (or of `below` in it):
         after a mount there, the mount's root."""
         path = _point_of(step) + below
-        return lambda: self.inroot.open(path, nofollow=step.get("no_symlinks", False))
+        return lambda: self.inroot.open(path, nofollow=_nofollow(step))
+
+    def _make_target(self, step, create, source=None):
+        return self.inroot.make_mount_point(_point_of(step), create, source, nofollow=_nofollow(step))
 
     def entry(self, path):
         """The host path of the entry `path` names: its directory resolved in the root, its
@@ -124,8 +132,7 @@ class RootSteps:
         return top["fstype"] == step["fstype"]
 
     def do_mount(self, step):
-        target = self.inroot.make_mount_point(_point_of(step), step["create"], step["source"],
-                                              nofollow=step["no_symlinks"])
+        target = self._make_target(step, step["create"], step["source"])
         fstype = "none" if step["fstype"] == "bind" else step["fstype"]
         _mount(step["options"], MountSource(step["source"]), target, self._reopen(step), fstype)
 
@@ -143,7 +150,7 @@ class RootSteps:
         return top is not None and top["fstype"] in ("cgroup2", "tmpfs")
 
     def do_cgroup(self, step):
-        target = self.inroot.make_mount_point(step["target"], "dir", None, nofollow=step.get("no_symlinks", False))
+        target = self._make_target(step, "dir")
         options = step["options"]
         if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
             _mount(options, MountSource("cgroup2"), target, self._reopen(step), "cgroup2")
